@@ -1,0 +1,193 @@
+"""Typed run configuration: YAML plus dotted `key=value` overrides, validated in one place with one-line errors."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+MODALITIES = ("image", "text", "audio")
+FUSIONS = ("mrn", "concat")
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration; the message is one line that names the key."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo must never silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    path: str | None = None  # directory, glob or fsspec URL of Parquet shards; None = built-in demo dataset
+    val_path: str | None = None  # separate evaluation shards; None = hash split of `path` by sample_id
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    classes: list[str] | None = None  # class vocabulary; None = derived from the training labels
+    image_size_px: int = Field(32, ge=8, le=512)
+    image_channels: Literal[1, 3] = 3
+    text_max_tokens: int = Field(48, ge=4, le=4096)
+    text_vocab_buckets: int = Field(8192, ge=64)  # hashing-trick vocabulary: robust to typos and new words
+    audio_sample_rate_hz: int = Field(8000, ge=1000, le=96000)
+    audio_max_seconds: float = Field(1.0, gt=0.0, le=60.0)
+    audio_n_mels: int = Field(32, ge=8, le=256)
+    preprocess_batch_rows: int = Field(256, ge=1)  # rows per Ray Data map_batches call
+
+    @field_validator("classes")
+    @classmethod
+    def _classes_unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        value = [str(v) for v in value]
+        if len(value) < 2:
+            raise ValueError("needs at least 2 classes")
+        if len(set(value)) != len(value):
+            raise ValueError("contains duplicates")
+        return value
+
+
+class ModelConfig(_Section):
+    modalities: list[Literal["image", "text", "audio"]] = Field(default_factory=lambda: list(MODALITIES))
+    fusion: Literal["mrn", "concat"] = "mrn"
+    embed_dim: int = Field(96, ge=8, le=4096)
+    fusion_depth: int = Field(2, ge=1, le=16)  # residual fusion layers (MRN's L)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @field_validator("modalities", mode="before")
+    @classmethod
+    def _parse_modalities(cls, value: Any) -> Any:
+        if isinstance(value, str):  # `model.modalities=image,text` on the command line
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("modalities")
+    @classmethod
+    def _modalities_non_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError(f"must be a non-empty subset of {list(MODALITIES)}")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a modality twice")
+        return sorted(value, key=MODALITIES.index)
+
+
+class TrainConfig(_Section):
+    num_workers: int = Field(2, ge=1, le=1024)
+    use_gpu: bool = False
+    # Fractional CPUs so that 2 workers on a 2-core machine still leave room for Ray Data's tasks.
+    cpus_per_worker: float = Field(0.5, gt=0.0)
+    amp: bool = True  # mixed precision on GPU workers; ignored on CPU
+    epochs: int = Field(4, ge=1, le=10000)
+    batch_size_per_worker: int = Field(64, ge=1)
+    lr: float = Field(3e-3, gt=0.0, le=10.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    seed: int = 0
+    storage_path: str = "resmm_runs"  # Ray Train checkpoints; local dir or URL
+    run_name: str | None = None  # Ray Train run name; None = derived from the MLflow run id
+
+
+class MlflowConfig(_Section):
+    experiment: str = "resmm"
+    registered_model: str = "resmm"
+
+
+class Config(_Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+    def flat(self) -> dict[str, Any]:
+        """The resolved config as `section.key -> value`, the shape MLflow params want."""
+        return _flatten(self.model_dump(mode="json"))
+
+    def digest(self) -> str:
+        """Stable short hash of the resolved config, for lineage tags."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _set_dotted(tree: dict[str, Any], dotted_key: str, value: Any) -> None:
+    parts = dotted_key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config error: {dotted_key}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`model.fusion=concat` -> ('model.fusion', 'concat'); values are parsed as YAML scalars or lists."""
+    if "=" not in text:
+        raise ConfigError(f"config error: override '{text}' is not of the form key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"config error: override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _explain(error: ValidationError) -> str:
+    """Turn pydantic's multi-line report into one line that names the key and what is allowed."""
+    first = error.errors()[0]
+    key = ".".join(str(p) for p in first["loc"] if not isinstance(p, int)) or "<root>"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        section = key.rsplit(".", 1)[0] if "." in key else None
+        allowed = _allowed_keys(section)
+        return f"config error: unknown key '{key}' (allowed: {', '.join(allowed)})"
+    message = first["msg"].removeprefix("Value error, ")
+    if kind == "literal_error":
+        message = message.replace("Input should be", "must be one of")
+    got = first.get("input")
+    got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"config error: {key}: {message}{got_text}"
+
+
+def _allowed_keys(section: str | None) -> list[str]:
+    sections = {name: field.annotation for name, field in Config.model_fields.items()}
+    if section in sections:
+        return [f"{section}.{k}" for k in sections[section].model_fields]  # type: ignore[union-attr]
+    return list(sections)
+
+
+def load_config(yaml_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build the run config from an optional YAML file and dotted overrides; raises ConfigError."""
+    tree: dict[str, Any] = {}
+    if yaml_path is not None:
+        path = Path(yaml_path)
+        if not path.is_file():
+            raise ConfigError(f"config error: config file '{path}' does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config error: '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config error: '{path}' must hold a mapping of sections")
+        tree = loaded
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None

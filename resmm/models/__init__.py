@@ -1,0 +1,1 @@
+"""Plain-PyTorch model library: residual encoders per modality, residual fusion, classifier heads."""

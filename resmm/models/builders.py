@@ -1,0 +1,42 @@
+"""Builders: the one place where architecture numbers live (depths, widths), keyed by config."""
+from __future__ import annotations
+
+from torch import nn
+
+from resmm.models.encoders import AudioResNet, ResNet2d, TextResConv
+from resmm.models.fusion import ConcatFusion, MRNFusion
+from resmm.models.multimodal import MultimodalResidualNet
+
+
+def image_resnet(in_channels: int, embed_dim: int) -> nn.Module:
+    return ResNet2d(in_channels, widths=(16, 32, 64), blocks_per_stage=1, embed_dim=embed_dim)
+
+
+def audio_resnet(embed_dim: int) -> nn.Module:
+    return AudioResNet(ResNet2d(1, widths=(16, 32, 64), blocks_per_stage=1, embed_dim=embed_dim))
+
+
+def text_resconv(vocab_buckets: int, embed_dim: int) -> nn.Module:
+    return TextResConv(vocab_buckets, width=64, depth=2, embed_dim=embed_dim)
+
+
+def build_fusion(name: str, modalities: list[str], embed_dim: int, depth: int, dropout: float) -> nn.Module:
+    if name == "mrn":
+        return MRNFusion(modalities, embed_dim, depth, dropout)
+    if name == "concat":
+        return ConcatFusion(modalities, embed_dim)
+    raise ValueError(f"unknown fusion '{name}'")
+
+
+def build_model(model_cfg, spec) -> MultimodalResidualNet:
+    """The network for a run, from the model config and the preprocessing spec (input shapes, classes)."""
+    d = model_cfg.embed_dim
+    makers = {
+        "image": lambda: image_resnet(spec.image_channels, d),
+        "text": lambda: text_resconv(spec.text_vocab_buckets, d),
+        "audio": lambda: audio_resnet(d),
+    }
+    encoders = {m: makers[m]() for m in model_cfg.modalities}
+    fusion = build_fusion(model_cfg.fusion, list(model_cfg.modalities), d, model_cfg.fusion_depth, model_cfg.dropout)
+    head = nn.Sequential(nn.LayerNorm(d), nn.Dropout(model_cfg.dropout), nn.Linear(d, len(spec.classes)))
+    return MultimodalResidualNet(encoders, fusion, head)

@@ -1,0 +1,89 @@
+"""Residual encoders, one per modality, each mapping its input batch to (B, D) embeddings (He et al. 2016)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class BasicBlock2d(nn.Module):
+    """ResNet basic block: two 3×3 convs with a skip connection (projected when the shape changes)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.skip = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.skip = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.skip(x) + self.bn2(self.conv2(h)))
+
+
+class ResNet2d(nn.Module):
+    """A small ResNet over (B, C, H, W) grids (images, or log-mel spectrograms as 1-channel images) -> (B, D)."""
+
+    def __init__(self, in_channels: int, widths: tuple[int, ...], blocks_per_stage: int, embed_dim: int):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
+        stages, channels = [], widths[0]
+        for width in widths:
+            for block in range(blocks_per_stage):
+                stages.append(BasicBlock2d(channels, width, stride=2 if block == 0 else 1))
+                channels = width
+        self.stages = nn.Sequential(*stages)
+        self.project = nn.Linear(channels, embed_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stages(self.stem(x))  # (B, C_last, H', W')
+        return self.project(h.mean(dim=(2, 3)))  # (B, D)
+
+
+class ResidualConv1dBlock(nn.Module):
+    """Pre-norm residual block over token sequences: x + Conv(GELU(Norm(x))), padding kept at zero."""
+
+    def __init__(self, width: int, kernel_size: int = 3):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.conv = nn.Conv1d(width, width, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.gelu(self.norm(x)).transpose(1, 2)  # (B, W, T)
+        return (x + self.conv(h).transpose(1, 2)) * mask  # (B, T, W)
+
+
+class TextResConv(nn.Module):
+    """Hashed token ids (B, T) -> embedding -> residual 1-D conv blocks -> masked mean pool -> (B, D)."""
+
+    def __init__(self, vocab_buckets: int, width: int, depth: int, embed_dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_buckets, width, padding_idx=0)
+        self.blocks = nn.ModuleList(ResidualConv1dBlock(width) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.project = nn.Linear(width, embed_dim)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        mask = (token_ids != 0).unsqueeze(-1).to(self.embed.weight.dtype)  # (B, T, 1)
+        h = self.embed(token_ids) * mask  # (B, T, W)
+        for block in self.blocks:
+            h = block(h, mask)
+        pooled = (h * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, W)
+        return self.project(self.norm(pooled))  # (B, D)
+
+
+class AudioResNet(nn.Module):
+    """Log-mel spectrograms (B, n_mels, T) -> a ResNet2d over the 1-channel time-frequency image -> (B, D)."""
+
+    def __init__(self, resnet: ResNet2d):
+        super().__init__()
+        self.resnet = resnet
+
+    def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
+        return self.resnet(spectrogram.unsqueeze(1))  # (B, 1, n_mels, T) -> (B, D)

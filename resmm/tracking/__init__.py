@@ -1,0 +1,1 @@
+"""Every MLflow call lives here: runs, params, metrics, plots, the pyfunc model and its registration."""

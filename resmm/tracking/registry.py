@@ -1,0 +1,81 @@
+"""Logging the trained network as an MLflow pyfunc with a signature, and registering it."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import mlflow
+import torch
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ColSpec, Schema
+
+import resmm
+from resmm.tracking.pyfunc_model import (
+    BUNDLE_ARTIFACT,
+    PREDICTED_LABEL,
+    WEIGHTS_ARTIFACT,
+    ResmmPyfunc,
+    probability_column,
+)
+
+# The serving environment: the same pinned stack resmm trains with (MLflow would otherwise infer it slowly).
+_PIP_REQUIREMENTS = [
+    "torch==2.13.0",
+    "numpy",
+    "pandas",
+    "scipy",
+    "pillow",
+    "soundfile",
+    "pydantic>=2.6",
+    "pyyaml",
+]
+
+
+def model_signature(classes) -> ModelSignature:
+    inputs = Schema(
+        [
+            ColSpec("string", "sample_id", required=False),
+            ColSpec("binary", "image", required=False),
+            ColSpec("string", "text", required=False),
+            ColSpec("binary", "audio", required=False),
+        ]
+    )
+    outputs = Schema(
+        [ColSpec("double", probability_column(c)) for c in classes] + [ColSpec("string", PREDICTED_LABEL)]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def log_and_register(
+    *,
+    tracking_uri: str,
+    run_id: str,
+    registered_model: str,
+    model_state: dict,
+    bundle: dict,
+    tags: dict,
+) -> tuple[str, str]:
+    """Log the pyfunc under the run and register it; returns (model URI, registered version)."""
+    mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "weights.pt"
+        torch.save(model_state, weights)
+        bundle_path = Path(tmp) / "bundle.json"
+        bundle_path.write_text(json.dumps(bundle, indent=2))
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=ResmmPyfunc(),
+                artifacts={WEIGHTS_ARTIFACT: str(weights), BUNDLE_ARTIFACT: str(bundle_path)},
+                # Ship the resmm package inside the model so serving needs no separate install of it.
+                code_paths=[str(Path(resmm.__file__).parent)],
+                signature=model_signature(bundle["spec"]["classes"]),
+                pip_requirements=_PIP_REQUIREMENTS,
+                registered_model_name=registered_model,
+            )
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient(tracking_uri)
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_model, version, key, str(value))
+    return info.model_uri, version

@@ -1,0 +1,76 @@
+"""MLflow runs: one run per job, created by the driver; workers (rank 0) log epoch metrics into it by id."""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+_MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+
+
+def resolve_tracking_uri() -> str:
+    """The tracking URI every process must share: $MLFLOW_TRACKING_URI, else MLflow's default (absolute sqlite)."""
+    return mlflow.get_tracking_uri()
+
+
+def start_run(tracking_uri: str, experiment: str, run_name: str | None, params: dict, tags: dict) -> str:
+    """Create the job's run (creating the experiment on first use), log the whole resolved config as params."""
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    run_id = run.info.run_id
+    param_items = [(k, _param_text(v)) for k, v in sorted(params.items())]
+    for start in range(0, len(param_items), 100):  # log_batch takes at most 100 params per call
+        client.log_batch(
+            run_id, params=[mlflow.entities.Param(k, v) for k, v in param_items[start : start + 100]]
+        )
+    return run_id
+
+
+def _param_text(value) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text[:_MAX_PARAM_CHARS]
+
+
+def log_metrics(tracking_uri: str, run_id: str, metrics: dict, step: int) -> None:
+    """Log the scalar entries of `metrics` (non-scalars such as confusion matrices are skipped)."""
+    scalars = {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+    }
+    MlflowClient(tracking_uri).log_batch(
+        run_id, metrics=[mlflow.entities.Metric(k, v, 0, step) for k, v in scalars.items()]
+    )
+
+
+def log_dict(tracking_uri: str, run_id: str, payload: dict, artifact_file: str) -> None:
+    MlflowClient(tracking_uri).log_dict(run_id, payload, artifact_file)
+
+
+def log_figure(tracking_uri: str, run_id: str, figure, artifact_file: str) -> None:
+    MlflowClient(tracking_uri).log_figure(run_id, figure, artifact_file)
+
+
+def set_tags(tracking_uri: str, run_id: str, tags: dict) -> None:
+    client = MlflowClient(tracking_uri)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value))
+
+
+def end_run(tracking_uri: str, run_id: str, status: str) -> None:
+    """status: FINISHED, FAILED or KILLED."""
+    MlflowClient(tracking_uri).set_terminated(run_id, status=status)
+
+
+def log_text_file(tracking_uri: str, run_id: str, text: str, artifact_file: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        path.write_text(text)
+        parent = str(Path(artifact_file).parent)
+        MlflowClient(tracking_uri).log_artifact(run_id, str(path), None if parent == "." else parent)

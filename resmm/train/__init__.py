@@ -1,0 +1,1 @@
+"""Training: the per-worker loop, losses and metrics, and the driver that builds the TorchTrainer."""

@@ -1,0 +1,82 @@
+"""The driver side of training: build the TorchTrainer (scaling, storage, checkpoints) and run it."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from resmm.config import Config
+from resmm.data.batch import PreprocessSpec
+from resmm.train.loop import METRICS_FILE, STATE_FILE, train_loop_per_worker
+
+SELECTION_METRIC = "val_balanced_accuracy"
+
+
+@dataclass
+class FitOutcome:
+    best_checkpoint_path: str  # local directory holding state.pt and metrics.json of the best epoch
+    best_metrics: dict  # metrics of the best epoch, confusion matrix included
+    last_metrics: dict
+    worker_return: dict  # rank 0's return value: rows seen, train seconds, start epoch
+
+
+def storage_uri(path: str) -> str:
+    """Ray Train needs an absolute path or a URL for its storage."""
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def fit(
+    cfg: Config,
+    spec: PreprocessSpec,
+    datasets: dict,
+    *,
+    run_name: str,
+    tracking_uri: str,
+    run_id: str,
+    expected_train_rows: int,
+) -> FitOutcome:
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "cfg": cfg.model_dump(mode="json"),
+            "spec": dataclasses.asdict(spec),
+            "tracking_uri": tracking_uri,
+            "run_id": run_id,
+            "expected_train_rows": expected_train_rows,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=cfg.train.num_workers,
+            use_gpu=cfg.train.use_gpu,
+            resources_per_worker={"CPU": cfg.train.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_uri(cfg.train.storage_path),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute=SELECTION_METRIC, checkpoint_score_order="max"
+            ),
+            failure_config=FailureConfig(max_failures=0),
+        ),
+        datasets=datasets,
+        # Only the training set is sharded; rank 0 validates on the whole validation set.
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    result = trainer.fit()
+    best = result.get_best_checkpoint(SELECTION_METRIC, "max") or result.checkpoint
+    if best is None:
+        raise RuntimeError("training finished without reporting a checkpoint")
+    local_dir = best.to_directory()
+    best_metrics = json.loads((Path(local_dir) / METRICS_FILE).read_text())
+    return FitOutcome(
+        best_checkpoint_path=local_dir,
+        best_metrics=best_metrics,
+        last_metrics=dict(result.metrics or {}),
+        worker_return=dict(result.return_value or {}),
+    )
+
+
+__all__ = ["fit", "FitOutcome", "STATE_FILE", "storage_uri"]

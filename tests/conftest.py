@@ -1,0 +1,54 @@
+"""Shared test helpers: tiny contract batches and shards, built with the same encoders users' data goes through."""
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def png_bytes(height: int = 28, width: int = 28, mode: str = "L", seed: int = 0, fmt: str = "PNG") -> bytes:
+    rng = np.random.default_rng(seed)
+    shape = (height, width) if mode == "L" else (height, width, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, size=shape, dtype=np.uint8), mode).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def audio_bytes(seconds: float = 0.5, rate: int = 16000, channels: int = 1, fmt: str = "WAV", seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    samples = (rng.normal(0, 0.1, (int(seconds * rate), channels))).astype(np.float32)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format=fmt)
+    return buffer.getvalue()
+
+
+def contract_table(rows: int = 12, seed: int = 0, label_type=pa.int64()) -> pa.Table:
+    labels = [i % 3 for i in range(rows)]
+    return pa.table(
+        {
+            "sample_id": pa.array([f"s{seed}-{i}" for i in range(rows)], pa.string()),
+            "label": pa.array(labels if label_type != pa.string() else [str(v) for v in labels], label_type),
+            "image": pa.array([png_bytes(seed=seed + i) for i in range(rows)], pa.binary()),
+            "text": pa.array([f"item {['zero', 'one', 'two'][v]}" for v in labels], pa.string()),
+            "audio": pa.array([audio_bytes(0.2, seed=seed + i) for i in range(rows)], pa.binary()),
+        }
+    )
+
+
+@pytest.fixture
+def shard_dir(tmp_path) -> Path:
+    """Three valid shards of the contract."""
+    for shard in range(3):
+        pq.write_table(contract_table(seed=shard * 100), tmp_path / f"part-{shard}.parquet")
+    return tmp_path

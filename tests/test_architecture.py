@@ -1,0 +1,32 @@
+"""The dependency direction jobs → pipelines → resmm, checked on the source."""
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def imported_roots(package: str) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in (REPO / package).rglob("*.py"):
+        roots = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                roots.add(node.module.split(".")[0])
+        found[str(path.relative_to(REPO))] = roots
+    return found
+
+
+def test_resmm_never_imports_jobs_or_pipelines():
+    offenders = {f: r & {"jobs", "pipelines"} for f, r in imported_roots("resmm").items() if r & {"jobs", "pipelines"}}
+    assert not offenders
+
+
+def test_pipelines_never_import_jobs():
+    assert not {f for f, r in imported_roots("pipelines").items() if "jobs" in r}
+
+
+def test_models_stay_plain_pytorch():
+    offenders = {f for f, r in imported_roots("resmm/models").items() if "ray" in r or "mlflow" in r}
+    assert not offenders

@@ -1,0 +1,40 @@
+"""Config: YAML plus dotted overrides, one-line errors naming the key and the allowed values."""
+import pytest
+
+from resmm.config import ConfigError, load_config
+
+
+def test_defaults_are_complete_and_flat_keys_are_dotted():
+    flat = load_config().flat()
+    for key in ["data.path", "data.val_path", "data.val_fraction", "data.classes", "model.modalities",
+                "model.fusion", "train.num_workers", "train.use_gpu", "train.epochs", "train.batch_size_per_worker",
+                "train.lr", "train.seed", "train.storage_path", "mlflow.experiment", "mlflow.registered_model"]:
+        assert key in flat
+    assert flat["mlflow.registered_model"] == "resmm"
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  fusion: concat\ntrain:\n  epochs: 7\n")
+    cfg = load_config(path, ["train.epochs=2", "model.modalities=[audio,image]", "data.classes=[a,b]"])
+    assert cfg.model.fusion == "concat" and cfg.train.epochs == 2
+    assert cfg.model.modalities == ["image", "audio"]  # canonical order
+    assert cfg.data.classes == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.fusion=foo", "config error: model.fusion: must be one of 'mrn' or 'concat' (got 'foo')"),
+        ("data.bogus=1", "config error: unknown key 'data.bogus' (allowed: data.path,"),
+        ("model.modalities=[video]", "config error: model.modalities: must be one of 'image', 'text' or 'audio'"),
+        ("train.epochs=0", "config error: train.epochs: Input should be greater than or equal to 1 (got 0)"),
+        ("model.modalities=[]", "config error: model.modalities: must be a non-empty subset"),
+        ("notakeyvalue", "is not of the form key=value"),
+    ],
+)
+def test_bad_values_give_one_line_errors(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
