@@ -1,0 +1,127 @@
+"""Session-scoped real services for end-to-end tests: a Ray head (token auth on) and an MLflow server on loopback.
+
+Each fixture stops only the processes it started (the head runs with --block in its own process group).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, ok_codes=(200,), timeout_s: float = 120, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"service exited with {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status in ok_codes:
+                    return
+        except urllib.error.HTTPError as exc:
+            if exc.code in ok_codes:
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"{url} did not answer within {timeout_s}s")
+
+
+def stop(proc: subprocess.Popen, timeout_s: float = 30) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def service_env(**extra) -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # jobs run `python` from this venv
+    env["RAY_AUTH_MODE"] = "token"
+    env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """`ray start --head --block` with token authentication (Ray's default); yields the dashboard URL."""
+    gcs_port, dashboard_port = free_port(), free_port()
+    log = open(tmp_path_factory.mktemp("ray-head") / "head.log", "w")
+    proc = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs_port}", "--num-cpus=2",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+         "--disable-usage-stats"],
+        env=service_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{dashboard_port}"
+    try:
+        # 401 means the dashboard is up and enforcing the token.
+        wait_http(f"{url}/api/version", ok_codes=(200, 401), proc=proc, timeout_s=180)
+        yield url
+    finally:
+        stop(proc)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` with a sqlite backend and proxied artifacts; yields its tracking URI."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        env=service_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{uri}/health", proc=proc, timeout_s=120)
+        yield uri
+    finally:
+        stop(proc)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def demo_slice(tmp_path_factory) -> Path:
+    """A small real slice of the built-in dataset, built once per session."""
+    from resmm.datasets.demo import DemoSpec, build
+
+    return build(tmp_path_factory.mktemp("demo") / "demo", DemoSpec(rows=1500, shards=4), progress=lambda _: None)
+
+
+def submit_job(dashboard_url: str, entrypoint_args: list[str], env_vars: dict, timeout_s: int = 900):
+    """`ray job submit --working-dir <repo> -- python jobs/...` and wait for it; returns the CompletedProcess."""
+    import json
+
+    return subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", dashboard_url, "--working-dir", str(REPO),
+         "--runtime-env-json", json.dumps({"env_vars": env_vars}), "--", "python", *entrypoint_args],
+        env=service_env(), capture_output=True, text=True, timeout=timeout_s,
+    )

@@ -1,0 +1,110 @@
+"""The whole chain on real services: Parquet → Ray Data → 2-worker DDP → MLflow registry, via `ray job submit`."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO
+from tests.e2e.conftest import submit_job
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def submitted_run(ray_head, mlflow_server, demo_slice, tmp_path_factory):
+    out = tmp_path_factory.mktemp("job")
+    summary_path = out / "summary.json"
+    completed = submit_job(
+        ray_head,
+        ["jobs/train.py", f"data.path={demo_slice}", "train.num_workers=2", "train.epochs=3", "train.batch_size_per_worker=16",
+         f"train.storage_path={out / 'runs'}", "mlflow.experiment=e2e", "mlflow.registered_model=resmm-e2e",
+         "--summary-json", str(summary_path)],
+        env_vars={"MLFLOW_TRACKING_URI": mlflow_server},
+    )
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    return json.loads(summary_path.read_text()), completed.stdout
+
+
+def majority_class_rate(data_dir) -> float:
+    from resmm.data.split import is_validation
+
+    table = pq.read_table(data_dir, columns=["sample_id", "label"]).to_pandas()
+    val = table[is_validation(table["sample_id"].tolist(), 0.1) & table["label"].notna()]
+    return float(val["label"].value_counts(normalize=True).max())
+
+
+def test_job_finishes_with_metrics_above_chance_and_a_registered_version(submitted_run, mlflow_server, demo_slice):
+    summary, log = submitted_run
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.num_workers"] == "2"
+    history = client.get_metric_history(run.info.run_id, "val_balanced_accuracy")
+    assert [m.step for m in history] == [0, 1, 2]  # one point per epoch
+    for key in ("train_loss", "val_accuracy", "val_macro_f1"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 3
+    # Above chance: balanced accuracy at least twice chance (0.10 for 10 classes), and accuracy above what
+    # always predicting the majority class would score on the same validation rows.
+    assert run.data.metrics["best_val_balanced_accuracy"] >= 0.20
+    assert run.data.metrics["best_val_accuracy"] > majority_class_rate(demo_slice) + 0.05
+    assert summary["metrics"]["val_balanced_accuracy"] == pytest.approx(
+        run.data.metrics["best_val_balanced_accuracy"]
+    )
+    version = client.get_model_version("resmm-e2e", summary["model_version"])
+    assert version.run_id == run.info.run_id
+    assert version.tags["resmm.config_hash"] and version.tags["resmm.data_path"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert "plots/confusion_matrix.png" in artifacts
+    assert summary["num_workers"] == 2 and summary["epochs"] == 3
+    assert summary["rows_seen_train"] > 0 and summary["throughput_samples_per_s"] > 0
+    assert "epoch 3/3 done" in log
+
+
+def test_registered_model_predicts_rows_missing_modalities(submitted_run, mlflow_server, demo_slice):
+    import mlflow.pyfunc
+
+    summary, _ = submitted_run
+    mlflow.set_tracking_uri(mlflow_server)
+    model = mlflow.pyfunc.load_model(f"models:/resmm-e2e/{summary['model_version']}")
+    frame = pq.read_table(next(demo_slice.glob("*.parquet"))).slice(0, 6).to_pandas()
+    frame = frame[["sample_id", "image", "text", "audio"]].copy()
+    frame.loc[0, ["image"]] = None  # lacks one modality
+    frame.loc[1, ["image", "audio"]] = None  # lacks two
+    frame.loc[2, ["text", "audio"]] = None
+    predictions = model.predict(frame)
+    assert len(predictions) == 6
+    probs = predictions[[c for c in predictions.columns if c.startswith("prob_")]].to_numpy()
+    assert probs.shape == (6, len(summary["classes"]))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert set(predictions["predicted_label"]) <= set(summary["classes"])
+
+
+def test_contract_violation_exits_2_naming_file_and_column(tmp_path):
+    from tests.conftest import contract_table
+
+    pq.write_table(contract_table().drop_columns(["text"]), tmp_path / "bad.parquet")
+    completed = subprocess.run(
+        [sys.executable, "jobs/train.py", f"data.path={tmp_path}"], cwd=REPO, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 2
+    assert "bad.parquet: missing required column 'text'" in completed.stderr
+    assert "Traceback" not in completed.stderr + completed.stdout
+
+
+def test_config_error_exits_2_with_one_line():
+    completed = subprocess.run(
+        [sys.executable, "jobs/train.py", "model.fusion=transformer"], cwd=REPO, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines() == [
+        "resmm: config error: model.fusion: must be one of 'mrn' or 'concat' (got 'transformer')"
+    ]
