@@ -6,6 +6,7 @@ import math
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,35 @@ def supervised_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def cosine_lr_factor(epoch: int, epochs: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Mixed precision for one worker: autocast dtype plus a grad scaler (needed for fp16 only)."""
+
+    enabled: bool
+    dtype: torch.dtype
+    device_type: str
+
+    @classmethod
+    def for_device(cls, device: torch.device, amp: bool) -> "Precision":
+        enabled = amp and device.type == "cuda"
+        bf16 = enabled and torch.cuda.is_bf16_supported()
+        return cls(enabled, torch.bfloat16 if bf16 or not enabled else torch.float16, device.type)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(self.device_type, enabled=self.enabled and self.dtype == torch.float16)
+
+
+def train_step(model, batch: dict, optimizer, scaler: torch.amp.GradScaler, precision: Precision) -> torch.Tensor:
+    """One optimisation step under autocast; returns the (detached) loss."""
+    with torch.autocast(precision.device_type, dtype=precision.dtype, enabled=precision.enabled):
+        loss = supervised_loss(model(batch).logits, batch["label"])
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -105,9 +135,8 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
-    use_amp = cfg.train.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
+    precision = Precision.for_device(device, cfg.train.amp)
+    scaler = precision.grad_scaler()
 
     train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val")
@@ -125,12 +154,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         for batch in train_shard.iter_torch_batches(
             batch_size=batch_size, drop_last=True, device=device, local_shuffle_buffer_size=4 * batch_size
         ):
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                loss = supervised_loss(model(batch).logits, batch["label"])
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss = train_step(model, batch, optimizer, scaler, precision)
             loss_sum, batches, rows = loss_sum + loss.item(), batches + 1, rows + len(batch["label"])
             if rank == 0 and batches % max(1, expected_batches // 4) == 0:
                 report_progress(
