@@ -56,23 +56,75 @@ def read_source(source: Source, columns: list[str]) -> ray.data.Dataset:
     )
 
 
-def label_value_counts(table: pa.Table) -> pa.Table:
-    """map_batches stage: one (label, count) row per distinct label in the batch."""
-    counts = pc.value_counts(table.column("label").combine_chunks().cast(pa.string()))
-    return pa.table({"label": counts.field("values"), "count": counts.field("counts")})
+def profile_batch(table: pa.Table, modalities: tuple[str, ...]) -> pa.Table:
+    """map_batches stage: one row per (label, presence pattern) with its count; only null bitmaps are read."""
+    label = table.column("label").combine_chunks().cast(pa.string()) if "label" in table.column_names else (
+        pa.nulls(table.num_rows, pa.string()))
+    columns = {"label": label}
+    for m in modalities:
+        columns[m] = pc.is_valid(table.column(m)) if m in table.column_names else pa.repeat(False, table.num_rows)
+    grouped = pa.table(columns).group_by(["label", *modalities], use_threads=False).aggregate([([], "count_all")])
+    return grouped.rename_columns([*(c if c != "count_all" else "count" for c in grouped.column_names)])
 
 
-def count_classes(source: Source) -> Counter:
-    """Streaming label count over the shards: only the label column is read, and only tiny partial counts
-    travel back to the driver (a groupby would shuffle into hundreds of partitions for ten labels)."""
-    counts: Counter = Counter()
-    partial = read_source(source, ["label"]).map_batches(label_value_counts, batch_format="pyarrow")
+@dataclass
+class DataProfile:
+    """What one streaming pass over the training rows found: class counts and modality presence."""
+
+    rows: int
+    class_counts: dict  # class name (None = unlabeled) -> rows
+    presence: dict  # modality -> rows where it is present
+    presence_by_class: dict  # class name -> modality -> rows
+
+    def as_summary(self) -> dict:
+        labelled = {k: v for k, v in self.class_counts.items() if k is not None}
+        order = sorted(labelled, key=lambda k: (not k.lstrip("-").isdigit(), int(k) if k.lstrip("-").isdigit() else 0, k))
+        return {
+            "rows": self.rows,
+            "unlabeled_rows": self.class_counts.get(None, 0),
+            "class_counts": {k: labelled[k] for k in order},
+            "presence": dict(self.presence),
+            "presence_by_class": {k: self.presence_by_class.get(k, {}) for k in order},
+        }
+
+
+def profile_rows(dataset: ray.data.Dataset, modalities) -> DataProfile:
+    """One streaming aggregation: partial counts per batch, summed on the driver (a groupby would shuffle into
+    hundreds of partitions for a handful of keys)."""
+    modalities = tuple(modalities)
+    partial = dataset.map_batches(profile_batch, batch_format="pyarrow", fn_kwargs={"modalities": modalities})
+    rows, classes = 0, Counter()
+    presence = Counter()
+    by_class: dict = {}
     for row in partial.iter_rows():
-        counts[label_name(row["label"])] += int(row["count"])
-    return counts
+        n = int(row["count"])
+        name = label_name(row["label"])
+        rows += n
+        classes[name] += n
+        for m in modalities:
+            if row[m]:
+                presence[m] += n
+                by_class.setdefault(name, Counter())[m] += n
+    return DataProfile(
+        rows=rows,
+        class_counts=dict(classes),
+        presence={m: presence[m] for m in modalities},
+        presence_by_class={k: dict(v) for k, v in by_class.items()},
+    )
 
 
-def resolve_classes(configured: list[str] | None, train_counts: Counter) -> list[str]:
+def profile_split(source: Source, modalities, *, validation: bool | None, val_fraction: float) -> DataProfile:
+    """Profile the rows of one side of the split (or all rows) without decoding anything."""
+    columns = ["sample_id", "label", *modalities]
+    dataset = read_source(source, columns)
+    if validation is not None:
+        dataset = dataset.map_batches(
+            select_split, batch_format="pyarrow", fn_kwargs={"validation": validation, "val_fraction": val_fraction}
+        )
+    return profile_rows(dataset, modalities)
+
+
+def resolve_classes(configured: list[str] | None, train_counts: dict) -> list[str]:
     """The class vocabulary: the configured list, or the sorted labels seen (numerically when all are integers)."""
     if configured:
         return list(configured)

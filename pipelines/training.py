@@ -10,13 +10,15 @@ from pathlib import Path
 import ray
 import torch
 
-from pipelines.ingest import build_split, count_classes, resolve_classes, scan_source
+from pipelines.ingest import build_split, profile_split, resolve_classes, scan_source
 from resmm.config import Config
 from resmm.data.batch import PreprocessSpec
 from resmm.datasets import demo
+from resmm.models.builders import build_model
 from resmm.summary import format_table
 from resmm.tracking import plots, registry, runs
 from resmm.train.driver import STATE_FILE, fit
+from resmm.train.robustness import mean_pattern_accuracy, robustness_report
 
 
 def git_commit() -> str:
@@ -59,6 +61,29 @@ def connect_ray() -> None:
         ray.init(address="local", runtime_env={"py_modules": modules})
 
 
+def evaluate_robustness(cfg: Config, spec: PreprocessSpec, model_state: dict, val_dataset) -> dict:
+    """The robustness report for the registered weights, streamed over the validation split on the driver."""
+    network = build_model(cfg.model, spec, cfg.data.impute)
+    network.load_state_dict(model_state)
+    batches = val_dataset.iter_torch_batches(batch_size=256)
+    return robustness_report(network, batches, spec.modalities, len(spec.classes), seed=cfg.train.seed)
+
+
+def robustness_rows(report: dict) -> dict:
+    """The report as one flat table (setting, modality, missing_rate, accuracy, balanced_accuracy)."""
+    rows = {"setting": [], "modality": [], "missing_rate": [], "accuracy": [], "balanced_accuracy": []}
+    for pattern, accuracy in report["patterns"].items():
+        for key, value in (("setting", "pattern"), ("modality", pattern), ("missing_rate", None),
+                           ("accuracy", accuracy), ("balanced_accuracy", report["patterns_balanced"][pattern])):
+            rows[key].append(value)
+    for modality, curve in report["missing_rate"].items():
+        for rate, accuracy in curve.items():
+            for key, value in (("setting", "missing_rate"), ("modality", modality), ("missing_rate", float(rate)),
+                               ("accuracy", accuracy), ("balanced_accuracy", None)):
+                rows[key].append(value)
+    return rows
+
+
 def run_training(cfg: Config, progress=print) -> dict:
     """Train, track and register one model; returns the summary dict."""
     started = time.perf_counter()
@@ -70,9 +95,12 @@ def run_training(cfg: Config, progress=print) -> dict:
     train_source = scan_source(data_url, modalities)
     val_source = scan_source(cfg.data.val_path, modalities) if cfg.data.val_path else None
     connect_ray()
-    progress(f"[resmm] {len(train_source.shards)} shards, {train_source.num_rows} rows; counting classes")
-    class_counts = count_classes(train_source)
-    classes = resolve_classes(cfg.data.classes, class_counts)
+    progress(f"[resmm] {len(train_source.shards)} shards, {train_source.num_rows} rows; profiling the training rows")
+    profile = profile_split(
+        train_source, modalities, validation=False if val_source is None else None, val_fraction=cfg.data.val_fraction
+    )
+    classes = resolve_classes(cfg.data.classes, profile.class_counts)
+    progress(f"[resmm] profile: {profile.rows} training rows, classes {profile.as_summary()['class_counts']}")
     spec = PreprocessSpec.from_config(cfg.data, modalities, classes)
     # Inside the workers, resmm's own per-epoch progress lines replace Ray Data's periodic progress dumps.
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -83,14 +111,12 @@ def run_training(cfg: Config, progress=print) -> dict:
             "train": build_split(train_source, spec, validation=False, **split),
             "val": build_split(train_source, spec, validation=True, **split),
         }
-        expected_train_rows = int(train_source.num_rows * (1 - cfg.data.val_fraction))
     else:
         split = dict(val_fraction=0.0, batch_rows=cfg.data.preprocess_batch_rows)
         datasets = {
             "train": build_split(train_source, spec, validation=None, **split),
             "val": build_split(val_source, spec, validation=None, **split),
         }
-        expected_train_rows = train_source.num_rows
 
     tracking_uri = runs.resolve_tracking_uri()
     lineage = {
@@ -105,21 +131,37 @@ def run_training(cfg: Config, progress=print) -> dict:
         runs.log_dict(tracking_uri, run_id, cfg.model_dump(mode="json"), "config/resolved_config.json")
         runs.log_dict(
             tracking_uri, run_id,
-            {"class_counts": {str(k): v for k, v in class_counts.items()}, "rows": train_source.num_rows,
-             "shards": [s.url for s in train_source.shards]},
+            {**profile.as_summary(), "shards": [s.url for s in train_source.shards]},
             "data/profile.json",
         )
         outcome = fit(
             cfg, spec, datasets, run_name=run_name, tracking_uri=tracking_uri, run_id=run_id,
-            expected_train_rows=expected_train_rows,
+            class_counts=[profile.class_counts.get(c, 0) for c in classes], train_rows=profile.rows,
         )
         best = outcome.best_metrics
+        worker = outcome.worker_return
         figure = plots.confusion_matrix_figure(best["val_confusion_matrix"], classes)
         runs.log_figure(tracking_uri, run_id, figure, "plots/confusion_matrix.png")
         plots.close(figure)
 
         state = torch.load(Path(outcome.best_checkpoint_path) / STATE_FILE, map_location="cpu", weights_only=True)
-        bundle = {"model": cfg.model.model_dump(mode="json"), "spec": dataclasses.asdict(spec)}
+        progress("[resmm] robustness report: 7 presence patterns and missing rates 0.0-0.9 per modality")
+        robustness = evaluate_robustness(cfg, spec, state["model"], datasets["val"])
+        runs.log_dict(tracking_uri, run_id, robustness, "robustness/report.json")
+        runs.log_table(tracking_uri, run_id, robustness_rows(robustness), "robustness/table.json")
+        figure = plots.robustness_figure(robustness)
+        runs.log_figure(tracking_uri, run_id, figure, "plots/robustness.png")
+        plots.close(figure)
+        fed = worker.get("fed_class_counts", {})
+        runs.log_dict(tracking_uri, run_id, {"fed_class_counts": fed, "epoch": best["epoch"]}, "data/fed_class_counts.json")
+        runs.log_metrics(
+            tracking_uri, run_id,
+            {"robustness_mean_pattern_accuracy": mean_pattern_accuracy(robustness),
+             **{f"fed_rows_{c}": n for c, n in fed.items()}},
+            step=cfg.train.epochs - 1,
+        )
+        bundle = {"model": cfg.model.model_dump(mode="json"), "spec": dataclasses.asdict(spec),
+                  "impute": cfg.data.impute}
         model_uri, version = registry.log_and_register(
             tracking_uri=tracking_uri, run_id=run_id, registered_model=cfg.mlflow.registered_model,
             model_state=state["model"], bundle=bundle,
@@ -133,7 +175,6 @@ def run_training(cfg: Config, progress=print) -> dict:
     runs.end_run(tracking_uri, run_id, "FINISHED")
 
     wall = time.perf_counter() - started
-    worker = outcome.worker_return
     summary = {
         "mlflow_run_id": run_id,
         "mlflow_experiment": cfg.mlflow.experiment,
@@ -151,6 +192,9 @@ def run_training(cfg: Config, progress=print) -> dict:
         "train_time_s": round(worker.get("train_seconds", 0.0), 2),
         "throughput_samples_per_s": round(worker.get("rows_seen_train", 0) / max(worker.get("train_seconds", 0), 1e-9), 2),
         "metrics": headline,
+        "data_profile": profile.as_summary(),
+        "fed_class_counts": worker.get("fed_class_counts", {}),
+        "robustness": robustness,
     }
     progress(format_table(summary))
     return summary

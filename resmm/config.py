@@ -35,6 +35,20 @@ class DataConfig(_Section):
     audio_max_seconds: float = Field(1.0, gt=0.0, le=60.0)
     audio_n_mels: int = Field(32, ge=8, le=256)
     preprocess_batch_rows: int = Field(256, ge=1)  # rows per Ray Data map_batches call
+    # Long tail and missing modalities (see resmm/data/resample.py and resmm/models/imputation.py).
+    resample: Literal["none", "balanced", "sqrt", "progressive"] = "none"
+    class_weights: dict[str, float] | None = None  # explicit per-class sampling weights (override `resample`)
+    epoch_rows: int | None = Field(None, ge=1)  # rows fed per epoch, all workers together; None = training rows
+    augment: bool = False  # fresh augmentation of every fed copy: image flip/rotate/crop, audio shift/gain/noise,
+    # text token dropout
+    impute: Literal["zero", "mean", "learned", "nearest", "generative"] = "zero"
+
+    @field_validator("class_weights")
+    @classmethod
+    def _weights_positive(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None and (not value or any(w < 0 for w in value.values()) or not any(value.values())):
+            raise ValueError("must map class names to non-negative weights, at least one positive")
+        return None if value is None else {str(k): float(w) for k, w in value.items()}
 
     @field_validator("classes")
     @classmethod
@@ -84,6 +98,8 @@ class TrainConfig(_Section):
     lr: float = Field(3e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     seed: int = 0
+    loss: Literal["ce", "class_balanced", "focal", "logit_adjusted"] = "ce"
+    modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # ModDrop: drop each present modality w.p. p
     storage_path: str = "resmm_runs"  # Ray Train checkpoints; local dir or URL
     run_name: str | None = None  # Ray Train run name; None = derived from the MLflow run id
 

@@ -19,6 +19,11 @@ def format_table(summary: dict) -> str:
         ("wall time", f"{summary.get('wall_time_s', 0):.1f} s"),
         ("throughput", f"{summary.get('throughput_samples_per_s', 0):.1f} samples/s"),
     ] + [(name, f"{value:.4f}") for name, value in metrics.items()]
+    robustness = summary.get("robustness") or {}
+    for pattern, accuracy in (robustness.get("patterns") or {}).items():
+        rows.append((f"accuracy with {pattern}", "n/a" if accuracy is None else f"{accuracy:.4f}"))
+    if summary.get("fed_class_counts"):
+        rows.append(("fed per class (last epoch)", " ".join(f"{k}:{v}" for k, v in summary["fed_class_counts"].items())))
     width = max(len(k) for k, _ in rows)
     lines = ["", "resmm training summary", "-" * (width + 40)]
     lines += [f"{k.ljust(width)}  {v}" for k, v in rows]

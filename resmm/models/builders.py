@@ -5,6 +5,7 @@ from torch import nn
 
 from resmm.models.encoders import AudioResNet, ResNet2d, TextResConv
 from resmm.models.fusion import ConcatFusion, MRNFusion
+from resmm.models.imputation import build_imputer
 from resmm.models.multimodal import MultimodalResidualNet
 
 
@@ -28,7 +29,7 @@ def build_fusion(name: str, modalities: list[str], embed_dim: int, depth: int, d
     raise ValueError(f"unknown fusion '{name}'")
 
 
-def build_model(model_cfg, spec) -> MultimodalResidualNet:
+def build_model(model_cfg, spec, impute: str = "zero") -> MultimodalResidualNet:
     """The network for a run, from the model config and the preprocessing spec (input shapes, classes)."""
     d = model_cfg.embed_dim
     makers = {
@@ -39,4 +40,5 @@ def build_model(model_cfg, spec) -> MultimodalResidualNet:
     encoders = {m: makers[m]() for m in model_cfg.modalities}
     fusion = build_fusion(model_cfg.fusion, list(model_cfg.modalities), d, model_cfg.fusion_depth, model_cfg.dropout)
     head = nn.Sequential(nn.LayerNorm(d), nn.Dropout(model_cfg.dropout), nn.Linear(d, len(spec.classes)))
-    return MultimodalResidualNet(encoders, fusion, head)
+    imputer = build_imputer(impute, list(model_cfg.modalities), d)
+    return MultimodalResidualNet(encoders, fusion, head, imputer)

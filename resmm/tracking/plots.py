@@ -31,3 +31,26 @@ def confusion_matrix_figure(matrix, classes, title: str = "validation confusion 
 
 def close(figure) -> None:
     plt.close(figure)
+
+
+def robustness_figure(report: dict):
+    """Left: accuracy and balanced accuracy per presence pattern; right: accuracy vs random missing rate."""
+    figure, (bars, lines) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = list(report["patterns"])
+    x = np.arange(len(names))
+    bars.bar(x - 0.2, [report["patterns"][n] or 0 for n in names], 0.4, label="accuracy")
+    bars.bar(x + 0.2, [report["patterns_balanced"][n] or 0 for n in names], 0.4, label="balanced accuracy")
+    bars.set_xticks(x, names, rotation=30, ha="right")
+    bars.set_ylim(0, 1)
+    bars.set_title("validation rows restricted to a presence pattern")
+    bars.legend()
+    for modality, curve in report["missing_rate"].items():
+        rates = [float(r) for r in curve]
+        lines.plot(rates, [curve[r] or 0 for r in curve], marker="o", label=f"{modality} missing")
+    lines.set_xlabel("share of validation rows with the modality removed")
+    lines.set_ylabel("accuracy")
+    lines.set_ylim(0, 1)
+    lines.set_title("accuracy under random missing rates")
+    lines.legend()
+    figure.tight_layout()
+    return figure

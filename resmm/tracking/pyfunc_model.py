@@ -25,7 +25,7 @@ def load_network(bundle: dict, weights_path: str):
     from resmm.models.builders import build_model
 
     spec = PreprocessSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in bundle["spec"].items()})
-    network = build_model(ModelConfig(**bundle["model"]), spec)
+    network = build_model(ModelConfig(**bundle["model"]), spec, bundle.get("impute", "zero"))
     # weights_only=True: the registry holds tensors, never arbitrary pickles.
     network.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     return network.eval(), spec

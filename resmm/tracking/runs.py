@@ -53,6 +53,13 @@ def log_dict(tracking_uri: str, run_id: str, payload: dict, artifact_file: str) 
     MlflowClient(tracking_uri).log_dict(run_id, payload, artifact_file)
 
 
+def log_table(tracking_uri: str, run_id: str, columns: dict, artifact_file: str) -> None:
+    """A table MLflow's UI can show and compare across runs (columns: name -> list of values)."""
+    import pandas as pd
+
+    MlflowClient(tracking_uri).log_table(run_id, pd.DataFrame(columns), artifact_file)
+
+
 def log_figure(tracking_uri: str, run_id: str, figure, artifact_file: str) -> None:
     MlflowClient(tracking_uri).log_figure(run_id, figure, artifact_file)
 

@@ -37,7 +37,8 @@ def fit(
     run_name: str,
     tracking_uri: str,
     run_id: str,
-    expected_train_rows: int,
+    class_counts: list[int],
+    train_rows: int,
 ) -> FitOutcome:
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -46,7 +47,8 @@ def fit(
             "spec": dataclasses.asdict(spec),
             "tracking_uri": tracking_uri,
             "run_id": run_id,
-            "expected_train_rows": expected_train_rows,
+            "class_counts": class_counts,
+            "train_rows": train_rows,
         },
         scaling_config=ScalingConfig(
             num_workers=cfg.train.num_workers,

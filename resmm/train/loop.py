@@ -1,6 +1,7 @@
 """`train_loop_per_worker`: DDP training on one Ray Train worker, validation and a checkpoint every epoch."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -17,8 +18,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from resmm.config import Config
+from resmm.data.augment import augment_batch
 from resmm.data.batch import UNLABELED, PreprocessSpec
+from resmm.data.resample import resample_rows, sampling_rates, target_shares
 from resmm.models.builders import build_model
+from resmm.train.losses import LongTailLoss
 from resmm.train.metrics import classification_metrics
 from resmm.tracking import runs
 
@@ -63,10 +67,14 @@ class Precision:
         return torch.amp.GradScaler(self.device_type, enabled=self.enabled and self.dtype == torch.float16)
 
 
-def train_step(model, batch: dict, optimizer, scaler: torch.amp.GradScaler, precision: Precision) -> torch.Tensor:
-    """One optimisation step under autocast; returns the (detached) loss."""
+def train_step(model, batch: dict, optimizer, scaler: torch.amp.GradScaler, precision: Precision,
+               loss_fn=supervised_loss) -> torch.Tensor:
+    """One optimisation step under autocast; returns the (detached) loss, imputer reconstruction included."""
     with torch.autocast(precision.device_type, dtype=precision.dtype, enabled=precision.enabled):
-        loss = supervised_loss(model(batch).logits, batch["label"])
+        output = model(batch)
+        loss = loss_fn(output.logits, batch["label"])
+        if output.aux_loss is not None:
+            loss = loss + output.aux_loss.float()
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
@@ -78,12 +86,51 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def _global_sum(value: float, device: torch.device) -> float:
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return float(tensor.item())
+def _global_sum(values, device: torch.device) -> torch.Tensor:
+    """Element-wise sum over all workers (a no-op with one worker)."""
+    tensor = torch.as_tensor(values, dtype=torch.float64, device=device).clone()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def drop_modalities(batch: dict, modalities, probability: float, generator: torch.Generator) -> dict:
+    """ModDrop (Neverova et al. 2016): hide each present modality w.p. `probability`, never all of a row's."""
+    if probability <= 0 or len(modalities) < 2:
+        return batch
+    present = torch.stack([batch[f"{m}_present"].cpu() > 0.5 for m in modalities], 1)  # (B, M)
+    drop = (torch.rand(present.shape, generator=generator) < probability) & present
+    drop &= (present & ~drop).any(1, keepdim=True)  # a row that would lose everything keeps all
+    out = dict(batch)
+    for i, m in enumerate(modalities):
+        out[f"{m}_present"] = batch[f"{m}_present"] * (~drop[:, i]).to(batch[f"{m}_present"])
+    return out
+
+
+def fed_batches(shard, batch_size: int, device, rates: torch.Tensor | None, unlabeled_rate: float,
+                generator: torch.Generator, shuffle_seed: int):
+    """One pass over the worker's shard as fixed-size batches; with `rates`, each streamed row is fed
+    k ~ Poisson(rate[label]) times (see resmm.data.resample). Rows stream: at most one batch is buffered."""
+    batches = shard.iter_torch_batches(
+        batch_size=batch_size, drop_last=rates is None, device=device, local_shuffle_buffer_size=4 * batch_size,
+        local_shuffle_seed=shuffle_seed,
+    )
+    if rates is None:
+        yield from batches
+        return
+    pending: dict | None = None
+    for batch in batches:
+        index = resample_rows(batch["label"].cpu(), rates, unlabeled_rate, generator).to(batch["label"].device)
+        chunk = {k: v[index] for k, v in batch.items()}
+        pending = chunk if pending is None else {k: torch.cat([pending[k], chunk[k]]) for k in chunk}
+        while len(pending["label"]) >= batch_size:
+            yield {k: v[:batch_size] for k, v in pending.items()}
+            pending = {k: v[batch_size:] for k, v in pending.items()}
+
+
+def uneven_inputs(model):
+    """DDP's Join: workers whose resampled pass ends early shadow the others' all-reduces instead of hanging."""
+    return model.join() if isinstance(model, torch.nn.parallel.DistributedDataParallel) else contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -111,10 +158,27 @@ def _save_checkpoint(model, optimizer, epoch: int, metrics: dict) -> ray.train.C
     return ray.train.Checkpoint.from_directory(str(directory))
 
 
+def epoch_rates(cfg: Config, classes, class_counts: list[int], rows: int, epoch: int) -> tuple[torch.Tensor | None, float]:
+    """Per-class expected copies for this epoch (None: feed every row once), and the unlabeled rows' rate."""
+    epoch_rows = cfg.data.epoch_rows or rows
+    if cfg.data.resample == "none" and cfg.data.class_weights is None and epoch_rows == rows:
+        return None, 1.0
+    weights = None
+    if cfg.data.class_weights is not None:
+        weights = [cfg.data.class_weights.get(c, 0.0) for c in classes]
+    shares = target_shares(cfg.data.resample, np.asarray(class_counts), epoch, cfg.train.epochs, weights)
+    labelled_rows = max(1, sum(class_counts))
+    rates = sampling_rates(shares, np.asarray(class_counts), int(epoch_rows * labelled_rows / max(rows, 1)))
+    return torch.tensor(rates, dtype=torch.float32), epoch_rows / max(rows, 1)
+
+
 def train_loop_per_worker(loop_config: dict) -> dict:
-    """Per-worker entry point. loop_config: cfg (dict), spec (dict), tracking_uri, run_id, expected_train_rows."""
+    """Per-worker entry point. loop_config: cfg, spec, tracking_uri, run_id, class_counts (aligned with the
+    classes), train_rows (incl. unlabeled)."""
     cfg = Config.model_validate(loop_config["cfg"])
     spec = PreprocessSpec(**loop_config["spec"])
+    class_counts = loop_config["class_counts"]
+    train_rows = loop_config["train_rows"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     # Workers share the node's cores with Ray Data; one intra-op thread each avoids oversubscription on CPU.
@@ -123,7 +187,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     torch.manual_seed(cfg.train.seed)
     device = ray.train.torch.get_device()
 
-    model = build_model(cfg.model, spec)
+    model = build_model(cfg.model, spec, cfg.data.impute)
     optimizer_state, start_epoch = None, 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # resume: a restarted worker group or a re-run with the same run name
@@ -137,33 +201,46 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         optimizer.load_state_dict(optimizer_state)
     precision = Precision.for_device(device, cfg.train.amp)
     scaler = precision.grad_scaler()
+    loss_fn = LongTailLoss(cfg.train.loss, class_counts).to(device)
 
     train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val")
     batch_size = cfg.train.batch_size_per_worker
-    expected_batches = max(1, loop_config["expected_train_rows"] // (batch_size * world))
+    num_classes = len(spec.classes)
+    expected_batches = max(1, (cfg.data.epoch_rows or train_rows) // (batch_size * world))
     rows_seen_total, train_seconds_total = 0.0, 0.0
     metrics: dict = {}
+    fed_counts = torch.zeros(num_classes, dtype=torch.float64)
 
     for epoch in range(start_epoch, cfg.train.epochs):
         for group in optimizer.param_groups:
             group["lr"] = cfg.train.lr * cosine_lr_factor(epoch, cfg.train.epochs)
+        # Every epoch, every rank draws afresh: copies, augmentation and dropped modalities all differ.
+        draw_seed = cfg.train.seed * 1_000_003 + epoch * 1009 + rank
+        generator = torch.Generator().manual_seed(draw_seed)
+        rates, unlabeled_rate = epoch_rates(cfg, spec.classes, class_counts, train_rows, epoch)
         model.train()
         started = time.perf_counter()
         loss_sum, batches, rows = 0.0, 0, 0
-        for batch in train_shard.iter_torch_batches(
-            batch_size=batch_size, drop_last=True, device=device, local_shuffle_buffer_size=4 * batch_size
-        ):
-            loss = train_step(model, batch, optimizer, scaler, precision)
-            loss_sum, batches, rows = loss_sum + loss.item(), batches + 1, rows + len(batch["label"])
-            if rank == 0 and batches % max(1, expected_batches // 4) == 0:
-                report_progress(
-                    f"epoch {epoch + 1}/{cfg.train.epochs} "
-                    f"{min(100, 100 * batches // expected_batches):3d}% loss {loss_sum / batches:.4f}"
-                )
+        epoch_fed = torch.zeros(num_classes, dtype=torch.float64)
+        with uneven_inputs(model):
+            for batch in fed_batches(train_shard, batch_size, device, rates, unlabeled_rate, generator, draw_seed):
+                if cfg.data.augment:
+                    batch = augment_batch(batch, spec.modalities, generator)
+                batch = drop_modalities(batch, spec.modalities, cfg.train.modality_dropout, generator)
+                loss = train_step(model, batch, optimizer, scaler, precision, loss_fn)
+                labels = batch["label"].cpu()
+                epoch_fed += torch.bincount(labels[labels >= 0], minlength=num_classes).double()
+                loss_sum, batches, rows = loss_sum + loss.item(), batches + 1, rows + len(labels)
+                if rank == 0 and batches % max(1, expected_batches // 4) == 0:
+                    report_progress(
+                        f"epoch {epoch + 1}/{cfg.train.epochs} "
+                        f"{min(100, 100 * batches // expected_batches):3d}% loss {loss_sum / batches:.4f}"
+                    )
         epoch_seconds = time.perf_counter() - started
-        epoch_rows = _global_sum(float(rows), device)
-        epoch_loss = _global_sum(loss_sum, device) / max(1.0, _global_sum(float(batches), device))
+        totals = _global_sum([float(rows), loss_sum, float(batches)], device).tolist()
+        fed_counts = _global_sum(epoch_fed, device).cpu()
+        epoch_rows, epoch_loss = totals[0], totals[1] / max(1.0, totals[2])
         rows_seen_total += epoch_rows
         train_seconds_total += epoch_seconds
 
@@ -179,7 +256,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
             labels, preds = predict_dataset(
                 _unwrap(model), val_data.iter_torch_batches(batch_size=256, device=device), device
             )
-            metrics.update(classification_metrics(labels, preds, len(spec.classes)))
+            metrics.update(classification_metrics(labels, preds, num_classes))
             runs.log_metrics(loop_config["tracking_uri"], loop_config["run_id"], metrics, step=epoch)
             report_progress(
                 f"epoch {epoch + 1}/{cfg.train.epochs} done in {epoch_seconds:.1f}s: "
@@ -195,4 +272,5 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         "rows_seen_train": int(rows_seen_total),
         "train_seconds": train_seconds_total,
         "start_epoch": start_epoch,
+        "fed_class_counts": {c: int(n) for c, n in zip(spec.classes, fed_counts.tolist())},
     }

@@ -23,7 +23,7 @@ def submitted_run(ray_head, mlflow_server, demo_slice, tmp_path_factory):
     summary_path = out / "summary.json"
     completed = submit_job(
         ray_head,
-        ["jobs/train.py", f"data.path={demo_slice}", "train.num_workers=2", "train.epochs=3", "train.batch_size_per_worker=16",
+        ["jobs/train.py", f"data.path={demo_slice}", "train.num_workers=2", "train.epochs=4", "train.batch_size_per_worker=16",
          f"train.storage_path={out / 'runs'}", "mlflow.experiment=e2e", "mlflow.registered_model=resmm-e2e",
          "--summary-json", str(summary_path)],
         env_vars={"MLFLOW_TRACKING_URI": mlflow_server},
@@ -47,9 +47,9 @@ def test_job_finishes_with_metrics_above_chance_and_a_registered_version(submitt
     assert run.info.status == "FINISHED"
     assert run.data.params["train.num_workers"] == "2"
     history = client.get_metric_history(run.info.run_id, "val_balanced_accuracy")
-    assert [m.step for m in history] == [0, 1, 2]  # one point per epoch
+    assert [m.step for m in history] == [0, 1, 2, 3]  # one point per epoch
     for key in ("train_loss", "val_accuracy", "val_macro_f1"):
-        assert len(client.get_metric_history(run.info.run_id, key)) == 3
+        assert len(client.get_metric_history(run.info.run_id, key)) == 4
     # Above chance: balanced accuracy at least twice chance (0.10 for 10 classes), and accuracy above what
     # always predicting the majority class would score on the same validation rows.
     assert run.data.metrics["best_val_balanced_accuracy"] >= 0.20
@@ -62,9 +62,34 @@ def test_job_finishes_with_metrics_above_chance_and_a_registered_version(submitt
     assert version.tags["resmm.config_hash"] and version.tags["resmm.data_path"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/confusion_matrix.png" in artifacts
-    assert summary["num_workers"] == 2 and summary["epochs"] == 3
+    assert summary["num_workers"] == 2 and summary["epochs"] == 4
     assert summary["rows_seen_train"] > 0 and summary["throughput_samples_per_s"] > 0
-    assert "epoch 3/3 done" in log
+    assert "epoch 4/4 done" in log
+
+
+def test_run_reports_profile_fed_counts_and_robustness(submitted_run, mlflow_server):
+    summary, _ = submitted_run
+    profile = summary["data_profile"]
+    assert set(profile["presence"]) == {"image", "text", "audio"}
+    assert sum(profile["class_counts"].values()) + profile["unlabeled_rows"] == profile["rows"]
+    assert all(0 < profile["presence"][m] < profile["rows"] for m in profile["presence"])
+    assert set(summary["fed_class_counts"]) == set(summary["classes"])
+    assert sum(summary["fed_class_counts"].values()) > 0.8 * sum(profile["class_counts"].values())
+    robustness = summary["robustness"]
+    assert set(robustness["patterns"]) == {
+        "audio+image+text", "image+text", "audio+image", "audio+text", "image", "text", "audio"
+    }
+    for modality in ("image", "text", "audio"):
+        curve = robustness["missing_rate"][modality]
+        assert sorted(curve) == [f"{0.1 * i:.1f}" for i in range(10)]
+        assert all(0.0 <= v <= 1.0 for v in curve.values())
+    # Masking rows to fewer modalities cannot beat having all of them by much on a fused model.
+    assert robustness["patterns"]["audio+image+text"] >= max(robustness["patterns"].values()) - 0.05
+    client = MlflowClient(mlflow_server)
+    artifacts = {a.path for a in client.list_artifacts(summary["mlflow_run_id"], "plots")}
+    assert "plots/robustness.png" in artifacts
+    tables = {a.path for a in client.list_artifacts(summary["mlflow_run_id"], "robustness")}
+    assert {"robustness/report.json", "robustness/table.json"} <= tables
 
 
 def test_registered_model_predicts_rows_missing_modalities(submitted_run, mlflow_server, demo_slice):

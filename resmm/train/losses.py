@@ -1,0 +1,47 @@
+"""Supervised losses for long-tailed classes, selected by `train.loss`; unlabeled rows (label -1) never count.
+
+- `ce`: plain cross-entropy.
+- `class_balanced`: cross-entropy weighted by the inverse effective number of samples (Cui et al. 2019).
+- `focal`: focal loss, γ = 2 (Lin et al. 2017).
+- `logit_adjusted`: cross-entropy on logits + τ·log(prior) (Menon et al. 2021, "Long-tail learning via logit
+  adjustment"); at prediction time the raw logits are used, which removes the prior's bias towards the head.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+UNLABELED = -1
+LOSSES = ("ce", "class_balanced", "focal", "logit_adjusted")
+
+
+class LongTailLoss(nn.Module):
+    def __init__(self, kind: str, class_counts: list[float], beta: float = 0.999, gamma: float = 2.0, tau: float = 1.0):
+        super().__init__()
+        if kind not in LOSSES:
+            raise ValueError(f"unknown loss '{kind}'")
+        self.kind, self.gamma = kind, gamma
+        counts = torch.tensor(class_counts, dtype=torch.float32).clamp(min=1.0)
+        effective = (1.0 - beta**counts) / (1.0 - beta)
+        weights = 1.0 / effective
+        self.register_buffer("class_weights", weights / weights.sum() * len(counts))
+        self.register_buffer("log_prior_scaled", tau * torch.log(counts / counts.sum()))
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        labelled = labels != UNLABELED
+        count = labelled.sum().clamp(min=1)
+        if not labelled.any():
+            return logits.sum() * 0.0  # keeps every parameter in the graph for DDP
+        logits, labels = logits[labelled], labels[labelled]
+        if self.kind == "logit_adjusted":
+            logits = logits + self.log_prior_scaled
+        if self.kind == "focal":
+            log_p = F.log_softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)
+            return -(((1 - log_p.exp()) ** self.gamma) * log_p).sum() / count
+        weight = self.class_weights if self.kind == "class_balanced" else None
+        per_row = F.cross_entropy(logits, labels, weight=weight, reduction="none")
+        if weight is not None:  # weighted mean, as F.cross_entropy(reduction="mean") would do
+            return per_row.sum() / weight[labels].sum().clamp(min=1e-9)
+        return per_row.sum() / count
