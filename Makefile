@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PYTEST_ARGS ?=
 
-.PHONY: train test test-fast demo-data system-deps clean
+.PHONY: train test test-fast compare demo-data system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ demo-data: $(STAMP) system-deps
 
 train: demo-data
 	$(PY) jobs/train.py --summary-json summary.json $(ARGS)
+
+# Every fusion plus the unimodal baselines on the demo; writes benchmarks/results/compare.{md,json}.
+compare: demo-data
+	$(PY) jobs/compare.py $(ARGS)
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest -ra $(PYTEST_ARGS)

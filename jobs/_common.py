@@ -5,9 +5,9 @@ import sys
 from pathlib import Path
 
 # `python jobs/<name>.py` puts jobs/ on sys.path, not the repo root that holds resmm/ and pipelines/.
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
 
 # isort: split
 

@@ -18,6 +18,7 @@ from resmm.models.builders import build_model
 from resmm.summary import format_table
 from resmm.tracking import plots, registry, runs
 from resmm.train.driver import STATE_FILE, fit
+from resmm.train.retrieval import flat_metrics, retrieval_recall
 from resmm.train.robustness import mean_pattern_accuracy, robustness_report
 
 
@@ -61,12 +62,18 @@ def connect_ray() -> None:
         ray.init(address="local", runtime_env={"py_modules": modules})
 
 
-def evaluate_robustness(cfg: Config, spec: PreprocessSpec, model_state: dict, val_dataset) -> dict:
-    """The robustness report for the registered weights, streamed over the validation split on the driver."""
+def evaluate_registered_weights(cfg: Config, spec: PreprocessSpec, model_state: dict, val_dataset) -> tuple[dict, dict]:
+    """Robustness report and retrieval recall of the registered weights, streamed over the validation split."""
     network = build_model(cfg.model, spec, cfg.data.impute)
     network.load_state_dict(model_state)
-    batches = val_dataset.iter_torch_batches(batch_size=256)
-    return robustness_report(network, batches, spec.modalities, len(spec.classes), seed=cfg.train.seed)
+    robustness = robustness_report(
+        network, val_dataset.iter_torch_batches(batch_size=256), spec.modalities, len(spec.classes),
+        seed=cfg.train.seed,
+    )
+    retrieval = {}
+    if cfg.model.retrieval:
+        retrieval = retrieval_recall(network, val_dataset.iter_torch_batches(batch_size=256), spec.modalities)
+    return robustness, retrieval
 
 
 def robustness_rows(report: dict) -> dict:
@@ -146,7 +153,10 @@ def run_training(cfg: Config, progress=print) -> dict:
 
         state = torch.load(Path(outcome.best_checkpoint_path) / STATE_FILE, map_location="cpu", weights_only=True)
         progress("[resmm] robustness report: 7 presence patterns and missing rates 0.0-0.9 per modality")
-        robustness = evaluate_robustness(cfg, spec, state["model"], datasets["val"])
+        robustness, retrieval = evaluate_registered_weights(cfg, spec, state["model"], datasets["val"])
+        if retrieval:
+            runs.log_dict(tracking_uri, run_id, retrieval, "retrieval/recall.json")
+            runs.log_metrics(tracking_uri, run_id, flat_metrics(retrieval), step=best["epoch"])
         runs.log_dict(tracking_uri, run_id, robustness, "robustness/report.json")
         runs.log_table(tracking_uri, run_id, robustness_rows(robustness), "robustness/table.json")
         figure = plots.robustness_figure(robustness)
@@ -195,6 +205,8 @@ def run_training(cfg: Config, progress=print) -> dict:
         "data_profile": profile.as_summary(),
         "fed_class_counts": worker.get("fed_class_counts", {}),
         "robustness": robustness,
+        "retrieval": retrieval,
+        "heads": {k.removeprefix("val_head_"): v for k, v in best.items() if k.startswith("val_head_")},
     }
     progress(format_table(summary))
     return summary

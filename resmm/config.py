@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 MODALITIES = ("image", "text", "audio")
-FUSIONS = ("mrn", "concat")
+FUSIONS = ("concat", "mean", "gated", "attention", "mrn", "tensor")
 
 
 class ConfigError(ValueError):
@@ -65,10 +65,11 @@ class DataConfig(_Section):
 
 class ModelConfig(_Section):
     modalities: list[Literal["image", "text", "audio"]] = Field(default_factory=lambda: list(MODALITIES))
-    fusion: Literal["mrn", "concat"] = "mrn"
+    fusion: Literal["concat", "mean", "gated", "attention", "mrn", "tensor"] = "mrn"
     embed_dim: int = Field(96, ge=8, le=4096)
     fusion_depth: int = Field(2, ge=1, le=16)  # residual fusion layers (MRN's L)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    retrieval: bool = False  # contrastive (InfoNCE) alignment of modality embeddings + recall@k evaluation
 
     @field_validator("modalities", mode="before")
     @classmethod
@@ -100,6 +101,8 @@ class TrainConfig(_Section):
     seed: int = 0
     loss: Literal["ce", "class_balanced", "focal", "logit_adjusted"] = "ce"
     modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # ModDrop: drop each present modality w.p. p
+    aux_loss_weight: float = Field(0.3, ge=0.0)  # weight of the per-modality auxiliary heads' losses
+    retrieval_loss_weight: float = Field(0.5, ge=0.0)  # weight of InfoNCE when model.retrieval is on
     storage_path: str = "resmm_runs"  # Ray Train checkpoints; local dir or URL
     run_name: str | None = None  # Ray Train run name; None = derived from the MLflow run id
 

@@ -25,7 +25,7 @@ def test_yaml_then_overrides(tmp_path):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model.fusion=foo", "config error: model.fusion: must be one of 'mrn' or 'concat' (got 'foo')"),
+        ("model.fusion=foo", "config error: model.fusion: must be one of 'concat', 'mean', 'gated', 'attention', 'mrn' or 'tensor' (got 'foo')"),
         ("data.bogus=1", "config error: unknown key 'data.bogus' (allowed: data.path,"),
         ("model.modalities=[video]", "config error: model.modalities: must be one of 'image', 'text' or 'audio'"),
         ("train.epochs=0", "config error: train.epochs: Input should be greater than or equal to 1 (got 0)"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from resmm.models.encoders import AudioResNet, ResNet2d, TextResConv
-from resmm.models.fusion import ConcatFusion, MRNFusion
+from resmm.models.fusion import AttentionFusion, ConcatFusion, GatedFusion, MeanFusion, MRNFusion, TensorFusion
 from resmm.models.imputation import build_imputer
 from resmm.models.multimodal import MultimodalResidualNet
 
@@ -22,11 +22,17 @@ def text_resconv(vocab_buckets: int, embed_dim: int) -> nn.Module:
 
 
 def build_fusion(name: str, modalities: list[str], embed_dim: int, depth: int, dropout: float) -> nn.Module:
-    if name == "mrn":
-        return MRNFusion(modalities, embed_dim, depth, dropout)
-    if name == "concat":
-        return ConcatFusion(modalities, embed_dim)
-    raise ValueError(f"unknown fusion '{name}'")
+    builders = {
+        "concat": lambda: ConcatFusion(modalities, embed_dim),
+        "mean": lambda: MeanFusion(modalities, embed_dim),
+        "gated": lambda: GatedFusion(modalities, embed_dim),
+        "attention": lambda: AttentionFusion(modalities, embed_dim, heads=4, dropout=dropout),
+        "mrn": lambda: MRNFusion(modalities, embed_dim, depth, dropout),
+        "tensor": lambda: TensorFusion(modalities, embed_dim, rank=4),
+    }
+    if name not in builders:
+        raise ValueError(f"unknown fusion '{name}'")
+    return builders[name]()
 
 
 def build_model(model_cfg, spec, impute: str = "zero") -> MultimodalResidualNet:
@@ -39,6 +45,12 @@ def build_model(model_cfg, spec, impute: str = "zero") -> MultimodalResidualNet:
     }
     encoders = {m: makers[m]() for m in model_cfg.modalities}
     fusion = build_fusion(model_cfg.fusion, list(model_cfg.modalities), d, model_cfg.fusion_depth, model_cfg.dropout)
-    head = nn.Sequential(nn.LayerNorm(d), nn.Dropout(model_cfg.dropout), nn.Linear(d, len(spec.classes)))
+    head = classifier_head(d, len(spec.classes), model_cfg.dropout)
     imputer = build_imputer(impute, list(model_cfg.modalities), d)
-    return MultimodalResidualNet(encoders, fusion, head, imputer)
+    aux_heads = {m: classifier_head(d, len(spec.classes), model_cfg.dropout) for m in model_cfg.modalities}
+    retrieval = {m: nn.Linear(d, d) for m in model_cfg.modalities} if model_cfg.retrieval else None
+    return MultimodalResidualNet(encoders, fusion, head, imputer, aux_heads, retrieval)
+
+
+def classifier_head(embed_dim: int, num_classes: int, dropout: float) -> nn.Module:
+    return nn.Sequential(nn.LayerNorm(embed_dim), nn.Dropout(dropout), nn.Linear(embed_dim, num_classes))

@@ -1,42 +1,53 @@
-"""Residual encoders, one per modality, each mapping its input batch to (B, D) embeddings (He et al. 2016)."""
+"""Residual encoders, one per modality, each mapping its input batch to (B, D) embeddings (He et al. 2016).
+
+Normalisation is GroupNorm (Wu & He 2018) rather than BatchNorm: it does not depend on the batch, so N DDP
+workers on global_batch / N rows each compute exactly what one worker computes on the global batch, and small
+per-worker batches do not degrade it. (SyncBatchNorm would do the former on GPUs only.)
+"""
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import nn
 
 
+def group_norm(channels: int) -> nn.Module:
+    return nn.GroupNorm(min(8, channels), channels)
+
+
+NormLayer = Callable[[int], nn.Module]
+
+
 class BasicBlock2d(nn.Module):
     """ResNet basic block: two 3×3 convs with a skip connection (projected when the shape changes)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, norm: NormLayer = group_norm):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.norm1 = norm(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.norm2 = norm(out_channels)
         self.skip = nn.Identity()
         if stride != 1 or in_channels != out_channels:
-            self.skip = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels)
-            )
+            self.skip = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), norm(out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.skip(x) + self.bn2(self.conv2(h)))
+        h = torch.relu(self.norm1(self.conv1(x)))
+        return torch.relu(self.skip(x) + self.norm2(self.conv2(h)))
 
 
 class ResNet2d(nn.Module):
     """A small ResNet over (B, C, H, W) grids (images, or log-mel spectrograms as 1-channel images) -> (B, D)."""
 
-    def __init__(self, in_channels: int, widths: tuple[int, ...], blocks_per_stage: int, embed_dim: int):
+    def __init__(self, in_channels: int, widths: tuple[int, ...], blocks_per_stage: int, embed_dim: int,
+                 norm: NormLayer = group_norm):
         super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
-        )
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), norm(widths[0]), nn.ReLU())
         stages, channels = [], widths[0]
         for width in widths:
             for block in range(blocks_per_stage):
-                stages.append(BasicBlock2d(channels, width, stride=2 if block == 0 else 1))
+                stages.append(BasicBlock2d(channels, width, stride=2 if block == 0 else 1, norm=norm))
                 channels = width
         self.stages = nn.Sequential(*stages)
         self.project = nn.Linear(channels, embed_dim)

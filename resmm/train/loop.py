@@ -23,6 +23,7 @@ from resmm.data.batch import UNLABELED, PreprocessSpec
 from resmm.data.resample import resample_rows, sampling_rates, target_shares
 from resmm.models.builders import build_model
 from resmm.train.losses import LongTailLoss
+from resmm.train.objectives import total_loss
 from resmm.train.metrics import classification_metrics
 from resmm.tracking import runs
 
@@ -67,19 +68,24 @@ class Precision:
         return torch.amp.GradScaler(self.device_type, enabled=self.enabled and self.dtype == torch.float16)
 
 
+def fused_only(output, batch: dict):
+    """The simplest objective: the fused head's cross-entropy (plus the imputer's loss when it has one)."""
+    loss = supervised_loss(output.logits, batch["label"])
+    if output.aux_loss is not None:
+        loss = loss + output.aux_loss.float()
+    return loss, {}
+
+
 def train_step(model, batch: dict, optimizer, scaler: torch.amp.GradScaler, precision: Precision,
-               loss_fn=supervised_loss) -> torch.Tensor:
-    """One optimisation step under autocast; returns the (detached) loss, imputer reconstruction included."""
+               objective=fused_only) -> tuple[torch.Tensor, dict]:
+    """One optimisation step under autocast; returns the detached total loss and its named components."""
     with torch.autocast(precision.device_type, dtype=precision.dtype, enabled=precision.enabled):
-        output = model(batch)
-        loss = loss_fn(output.logits, batch["label"])
-        if output.aux_loss is not None:
-            loss = loss + output.aux_loss.float()
+        loss, components = objective(model(batch), batch)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
-    return loss.detach()
+    return loss.detach(), components
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -134,18 +140,27 @@ def uneven_inputs(model):
 
 
 @torch.no_grad()
-def predict_dataset(model: torch.nn.Module, batches, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Run the model over an iterable of tensor batches -> (labels, predicted class indices)."""
+def predict_dataset(model: torch.nn.Module, batches, device: torch.device) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Run the model over tensor batches -> (labels, fused predictions, {modality: (labels, head predictions)}
+    on the rows where that modality is present)."""
     model.eval()
     labels, preds = [], []
+    heads: dict[str, tuple[list, list]] = {}
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(batch).logits
-        labels.append(batch["label"].cpu().numpy())
-        preds.append(logits.argmax(1).cpu().numpy())
+        output = model(batch)
+        y = batch["label"].cpu().numpy()
+        labels.append(y)
+        preds.append(output.logits.argmax(1).cpu().numpy())
+        for m, logits in output.modality_logits.items():
+            rows = batch[f"{m}_present"].cpu().numpy() > 0.5
+            heads.setdefault(m, ([], []))
+            heads[m][0].append(y[rows])
+            heads[m][1].append(logits.argmax(1).cpu().numpy()[rows])
     if not labels:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(labels), np.concatenate(preds)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), {}
+    per_head = {m: (np.concatenate(t), np.concatenate(p)) for m, (t, p) in heads.items()}
+    return np.concatenate(labels), np.concatenate(preds), per_head
 
 
 def _save_checkpoint(model, optimizer, epoch: int, metrics: dict) -> ray.train.Checkpoint:
@@ -201,7 +216,10 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         optimizer.load_state_dict(optimizer_state)
     precision = Precision.for_device(device, cfg.train.amp)
     scaler = precision.grad_scaler()
-    loss_fn = LongTailLoss(cfg.train.loss, class_counts).to(device)
+    fused_loss = LongTailLoss(cfg.train.loss, class_counts).to(device)
+
+    def objective(output, batch):
+        return total_loss(output, batch, fused_loss, cfg.train.aux_loss_weight, cfg.train.retrieval_loss_weight)
 
     train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val")
@@ -222,13 +240,16 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         model.train()
         started = time.perf_counter()
         loss_sum, batches, rows = 0.0, 0, 0
+        component_sums: dict[str, float] = {}
         epoch_fed = torch.zeros(num_classes, dtype=torch.float64)
         with uneven_inputs(model):
             for batch in fed_batches(train_shard, batch_size, device, rates, unlabeled_rate, generator, draw_seed):
                 if cfg.data.augment:
                     batch = augment_batch(batch, spec.modalities, generator)
                 batch = drop_modalities(batch, spec.modalities, cfg.train.modality_dropout, generator)
-                loss = train_step(model, batch, optimizer, scaler, precision, loss_fn)
+                loss, components = train_step(model, batch, optimizer, scaler, precision, objective)
+                for name, value in components.items():
+                    component_sums[name] = component_sums.get(name, 0.0) + float(value)
                 labels = batch["label"].cpu()
                 epoch_fed += torch.bincount(labels[labels >= 0], minlength=num_classes).double()
                 loss_sum, batches, rows = loss_sum + loss.item(), batches + 1, rows + len(labels)
@@ -238,7 +259,10 @@ def train_loop_per_worker(loop_config: dict) -> dict:
                         f"{min(100, 100 * batches // expected_batches):3d}% loss {loss_sum / batches:.4f}"
                     )
         epoch_seconds = time.perf_counter() - started
-        totals = _global_sum([float(rows), loss_sum, float(batches)], device).tolist()
+        component_names = sorted(component_sums)
+        totals = _global_sum(
+            [float(rows), loss_sum, float(batches), *(component_sums[n] for n in component_names)], device
+        ).tolist()
         fed_counts = _global_sum(epoch_fed, device).cpu()
         epoch_rows, epoch_loss = totals[0], totals[1] / max(1.0, totals[2])
         rows_seen_total += epoch_rows
@@ -249,14 +273,18 @@ def train_loop_per_worker(loop_config: dict) -> dict:
             "train_loss": epoch_loss,
             "train_rows": int(epoch_rows),
             "train_samples_per_s": epoch_rows / max(epoch_seconds, 1e-9),
+            **{f"train_{n}": total / max(1.0, totals[2]) for n, total in zip(component_names, totals[3:])},
         }
         checkpoint = None
         if rank == 0:
             # Validation on rank 0 over the whole (unsplit) validation set: exact metrics, no tail rows dropped.
-            labels, preds = predict_dataset(
+            labels, preds, per_head = predict_dataset(
                 _unwrap(model), val_data.iter_torch_batches(batch_size=256, device=device), device
             )
             metrics.update(classification_metrics(labels, preds, num_classes))
+            for m, (head_labels, head_preds) in per_head.items():
+                head = classification_metrics(head_labels, head_preds, num_classes, prefix=f"val_head_{m}_")
+                metrics.update({k: v for k, v in head.items() if not k.endswith("confusion_matrix")})
             runs.log_metrics(loop_config["tracking_uri"], loop_config["run_id"], metrics, step=epoch)
             report_progress(
                 f"epoch {epoch + 1}/{cfg.train.epochs} done in {epoch_seconds:.1f}s: "

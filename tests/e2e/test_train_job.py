@@ -131,5 +131,5 @@ def test_config_error_exits_2_with_one_line():
     )
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines() == [
-        "resmm: config error: model.fusion: must be one of 'mrn' or 'concat' (got 'transformer')"
+        "resmm: config error: model.fusion: must be one of 'concat', 'mean', 'gated', 'attention', 'mrn' or 'tensor' (got 'transformer')"
     ]

@@ -4,6 +4,7 @@ import torch
 
 from resmm.config import load_config
 from resmm.data.batch import PreprocessSpec
+from resmm.config import FUSIONS
 from resmm.models.builders import build_fusion, build_model
 from resmm.models.encoders import AudioResNet, ResNet2d, TextResConv
 
@@ -34,7 +35,7 @@ def test_encoders_return_batch_by_embed_dim():
     assert TextResConv(100, 8, 2, D)(torch.randint(0, 100, (2, 12))).shape == (2, D)
 
 
-@pytest.mark.parametrize("fusion", ["mrn", "concat"])
+@pytest.mark.parametrize("fusion", FUSIONS)
 def test_fusion_shape_and_mask_isolation(fusion):
     torch.manual_seed(0)
     module = build_fusion(fusion, MODALITIES, D, depth=2, dropout=0.0).eval()
@@ -71,7 +72,7 @@ def test_a_few_training_steps_reduce_the_loss(spec):
     batch = make_batch(spec, rows=8)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(15):
+    for _ in range(30):
         loss = supervised_loss(model(batch).logits, batch["label"])
         optimizer.zero_grad()
         loss.backward()
