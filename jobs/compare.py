@@ -15,7 +15,7 @@ from _common import EXIT_USER_ERROR, USER_ERRORS, REPO_ROOT
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grid", default=str(REPO_ROOT / "jobs" / "configs" / "compare_fusions.yaml"))
+    parser.add_argument("--grid", default=str(REPO_ROOT / "jobs" / "configs" / "grids" / "fusions.yaml"))
     parser.add_argument("--config", help="base YAML config for every setting")
     parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" / "compare"))
     parser.add_argument("overrides", nargs="*")

@@ -102,5 +102,17 @@ def test_entrypoint_scripts_and_configs_exist_and_load(name, entrypoint):
 
 
 def test_example_configs_load():
-    for path in (REPO / "jobs" / "configs").glob("*.yaml"):
+    configs = list((REPO / "jobs" / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
         load_config(path)
+
+
+def test_every_comparison_grid_setting_is_a_valid_config():
+    from pipelines.compare import load_grid
+
+    grids = list((REPO / "jobs" / "configs" / "grids").glob("*.yaml"))
+    assert grids
+    for path in grids:
+        for entry in load_grid(path):
+            load_config(None, entry.get("overrides", []))
