@@ -14,8 +14,10 @@ from pipelines.ingest import build_split, profile_split, resolve_classes, scan_s
 from resmm.config import Config
 from resmm.data.batch import PreprocessSpec
 from resmm.datasets import demo
+from resmm.fingerprint import data_fingerprint
 from resmm.models.builders import build_model
 from resmm.summary import format_table
+from resmm.tracking import lineage as lineage_dataset
 from resmm.tracking import plots, registry, runs
 from resmm.train.driver import STATE_FILE, fit
 from resmm.train.retrieval import flat_metrics, retrieval_recall
@@ -91,8 +93,11 @@ def robustness_rows(report: dict) -> dict:
     return rows
 
 
-def run_training(cfg: Config, progress=print) -> dict:
-    """Train, track and register one model; returns the summary dict."""
+def run_training(cfg: Config, progress=print, initial_weights: dict | None = None) -> dict:
+    """Train, track and register one model; returns the summary dict.
+
+    initial_weights: a state dict to start from (warm start); ignored when a checkpoint of the run exists.
+    """
     started = time.perf_counter()
     data_url = resolve_data_path(cfg, progress)
     modalities = list(cfg.model.modalities)
@@ -126,8 +131,10 @@ def run_training(cfg: Config, progress=print) -> dict:
         }
 
     tracking_uri = runs.resolve_tracking_uri()
+    fingerprint = data_fingerprint(train_source.shards)
     lineage = {
         "resmm.data_path": data_url,
+        "resmm.data_fingerprint": fingerprint["digest"],
         "resmm.git_commit": git_commit(),
         "resmm.config_hash": cfg.digest(),
     }
@@ -136,6 +143,8 @@ def run_training(cfg: Config, progress=print) -> dict:
     progress(f"[resmm] MLflow run {run_id} at {tracking_uri}; Ray Train run '{run_name}'")
     try:
         runs.log_dict(tracking_uri, run_id, cfg.model_dump(mode="json"), "config/resolved_config.json")
+        lineage_dataset.log_training_data(tracking_uri, run_id, data_url, fingerprint)
+        runs.log_dict(tracking_uri, run_id, fingerprint, "data/fingerprint.json")
         runs.log_dict(
             tracking_uri, run_id,
             {**profile.as_summary(), "shards": [s.url for s in train_source.shards]},
@@ -144,6 +153,7 @@ def run_training(cfg: Config, progress=print) -> dict:
         outcome = fit(
             cfg, spec, datasets, run_name=run_name, tracking_uri=tracking_uri, run_id=run_id,
             class_counts=[profile.class_counts.get(c, 0) for c in classes], train_rows=profile.rows,
+            initial_weights=initial_weights,
         )
         best = outcome.best_metrics
         worker = outcome.worker_return
@@ -191,6 +201,7 @@ def run_training(cfg: Config, progress=print) -> dict:
         "mlflow_tracking_uri": tracking_uri,
         "registered_model": cfg.mlflow.registered_model,
         "model_version": version,
+        "data_fingerprint": fingerprint["digest"],
         "model_uri": model_uri,
         "ray_train_run_name": run_name,
         "num_workers": cfg.train.num_workers,

@@ -69,6 +69,8 @@ class ModelConfig(_Section):
     embed_dim: int = Field(96, ge=8, le=4096)
     fusion_depth: int = Field(2, ge=1, le=16)  # residual fusion layers (MRN's L)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    # Encoder normalisation: `batch` trains fastest; `group` makes results independent of the worker count.
+    norm: Literal["batch", "group"] = "batch"
     retrieval: bool = False  # contrastive (InfoNCE) alignment of modality embeddings + recall@k evaluation
 
     @field_validator("modalities", mode="before")
@@ -112,11 +114,21 @@ class MlflowConfig(_Section):
     registered_model: str = "resmm"
 
 
+class RetrainConfig(_Section):
+    eval_path: str | None = None  # shards both models are scored on; None = the validation split of data.path
+    min_improvement: float = Field(0.0, ge=-1.0, le=1.0)  # challenger balanced accuracy must beat champion + this
+    max_robustness_drop: float = Field(0.02, ge=0.0, le=1.0)  # tolerated drop of mean pattern accuracy
+    warm_start: bool = False  # start the challenger from the champion's weights
+    lock_path: str | None = None  # lease file (shared POSIX path); None = <train.storage_path>/retrain.lock
+    lease_seconds: float = Field(6 * 3600, gt=0)  # a crashed holder's lease expires after this
+
+
 class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
 
     def flat(self) -> dict[str, Any]:
         """The resolved config as `section.key -> value`, the shape MLflow params want."""

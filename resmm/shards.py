@@ -21,6 +21,7 @@ class Shard:
     size_bytes: int
     num_rows: int
     schema: pa.Schema
+    version: str  # ETag on object stores, else the modification time: changes when the file is rewritten
 
 
 def open_filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -67,12 +68,14 @@ def read_footer(fs, path: str) -> Shard:
     info = fs.info(path)
     with fs.open(path, "rb") as handle:
         metadata = pq.read_metadata(handle)
+    version = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
     return Shard(
         path=path,
         url=_with_protocol(fs, path),
         size_bytes=int(info.get("size") or 0),
         num_rows=metadata.num_rows,
         schema=metadata.schema.to_arrow_schema(),
+        version=str(version).strip('"'),
     )
 
 

@@ -1,8 +1,8 @@
 """Residual encoders, one per modality, each mapping its input batch to (B, D) embeddings (He et al. 2016).
 
-Normalisation is GroupNorm (Wu & He 2018) rather than BatchNorm: it does not depend on the batch, so N DDP
-workers on global_batch / N rows each compute exactly what one worker computes on the global batch, and small
-per-worker batches do not degrade it. (SyncBatchNorm would do the former on GPUs only.)
+The normalisation layer is injected (`model.norm`): BatchNorm trains fastest; GroupNorm (Wu & He 2018) does
+not depend on the batch, so N DDP workers on global_batch / N rows each compute exactly what one worker
+computes on the global batch (SyncBatchNorm would give that on GPUs only).
 """
 from __future__ import annotations
 
@@ -16,13 +16,17 @@ def group_norm(channels: int) -> nn.Module:
     return nn.GroupNorm(min(8, channels), channels)
 
 
+def batch_norm(channels: int) -> nn.Module:
+    return nn.BatchNorm2d(channels)
+
+
 NormLayer = Callable[[int], nn.Module]
 
 
 class BasicBlock2d(nn.Module):
     """ResNet basic block: two 3×3 convs with a skip connection (projected when the shape changes)."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, norm: NormLayer = group_norm):
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, norm: NormLayer = batch_norm):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
         self.norm1 = norm(out_channels)
@@ -41,7 +45,7 @@ class ResNet2d(nn.Module):
     """A small ResNet over (B, C, H, W) grids (images, or log-mel spectrograms as 1-channel images) -> (B, D)."""
 
     def __init__(self, in_channels: int, widths: tuple[int, ...], blocks_per_stage: int, embed_dim: int,
-                 norm: NormLayer = group_norm):
+                 norm: NormLayer = batch_norm):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), norm(widths[0]), nn.ReLU())
         stages, channels = [], widths[0]

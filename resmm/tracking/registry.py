@@ -79,3 +79,30 @@ def log_and_register(
     for key, value in tags.items():
         client.set_model_version_tag(registered_model, version, key, str(value))
     return info.model_uri, version
+
+
+def version_by_alias(tracking_uri: str, registered_model: str, alias: str):
+    """The model version behind an alias, or None when the model or the alias does not exist yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.MlflowClient(tracking_uri).get_model_version_by_alias(registered_model, alias)
+    except MlflowException:
+        return None
+
+
+def set_alias(tracking_uri: str, registered_model: str, alias: str, version: str) -> None:
+    mlflow.MlflowClient(tracking_uri).set_registered_model_alias(registered_model, alias, str(version))
+
+
+def tag_version(tracking_uri: str, registered_model: str, version: str, tags: dict) -> None:
+    client = mlflow.MlflowClient(tracking_uri)
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_model, str(version), key, str(value))
+
+
+def registered_weights(tracking_uri: str, model_uri: str) -> dict:
+    """The state dict behind a registered resmm pyfunc (for warm starts)."""
+    mlflow.set_tracking_uri(tracking_uri)
+    network = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().network
+    return {k: v.detach().cpu() for k, v in network.state_dict().items()}

@@ -17,11 +17,28 @@ def resolve_tracking_uri() -> str:
     return mlflow.get_tracking_uri()
 
 
+RAY_RUN_TAG = "resmm.ray_train_run_name"
+
+
 def start_run(tracking_uri: str, experiment: str, run_name: str | None, params: dict, tags: dict) -> str:
-    """Create the job's run (creating the experiment on first use), log the whole resolved config as params."""
+    """Create the job's run (creating the experiment on first use), log the whole resolved config as params.
+
+    With an explicit Ray Train run name, an unfinished run of the same name is reused: a retried job resumes
+    its Ray Train checkpoint and keeps logging into the same MLflow run instead of duplicating it.
+    """
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    if run_name:
+        tags = {**tags, RAY_RUN_TAG: run_name}
+        previous = client.search_runs(
+            [experiment_id], filter_string=f"tags.`{RAY_RUN_TAG}` = '{run_name}' and attributes.status != 'FINISHED'",
+            max_results=1,
+        )
+        if previous:
+            run_id = previous[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+            return run_id
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
     param_items = [(k, _param_text(v)) for k, v in sorted(params.items())]

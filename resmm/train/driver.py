@@ -39,6 +39,7 @@ def fit(
     run_id: str,
     class_counts: list[int],
     train_rows: int,
+    initial_weights: dict | None = None,
 ) -> FitOutcome:
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -49,6 +50,7 @@ def fit(
             "run_id": run_id,
             "class_counts": class_counts,
             "train_rows": train_rows,
+            "initial_weights": initial_weights,
         },
         scaling_config=ScalingConfig(
             num_workers=cfg.train.num_workers,

@@ -210,6 +210,14 @@ def train_loop_per_worker(loop_config: dict) -> dict:
             state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer_state, start_epoch = state["optimizer"], state["epoch"] + 1
+    elif loop_config.get("initial_weights"):  # warm start from a previous model (e.g. the champion)
+        try:
+            model.load_state_dict(loop_config["initial_weights"])
+            if rank == 0:
+                report_progress("warm start: initial weights loaded")
+        except RuntimeError as exc:  # a changed architecture cannot reuse the weights
+            if rank == 0:
+                report_progress(f"warm start skipped, the architecture differs: {str(exc).splitlines()[0]}")
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     if optimizer_state:

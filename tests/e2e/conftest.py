@@ -5,10 +5,12 @@ Each fixture stops only the processes it started (the head runs with --block in 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -71,10 +73,16 @@ def ray_head(tmp_path_factory):
     """`ray start --head --block` with token authentication (Ray's default); yields the dashboard URL."""
     gcs_port, dashboard_port = free_port(), free_port()
     log = open(tmp_path_factory.mktemp("ray-head") / "head.log", "w")
+    # Every port explicit and a temp dir of its own: another Ray on this machine (a `make train`, say) holds
+    # the defaults, and the job agent would silently fail to bind.
+    ports = {flag: free_port() for flag in (
+        "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
+        "--runtime-env-agent-port", "--ray-client-server-port", "--node-manager-port", "--object-manager-port")}
+    temp_dir = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths have a length limit
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs_port}", "--num-cpus=2",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-         "--disable-usage-stats"],
+         "--disable-usage-stats", f"--temp-dir={temp_dir}", *(f"{k}={v}" for k, v in ports.items())],
         env=service_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{dashboard_port}"
@@ -85,6 +93,7 @@ def ray_head(tmp_path_factory):
     finally:
         stop(proc)
         log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -117,11 +126,19 @@ def demo_slice(tmp_path_factory) -> Path:
 
 
 def submit_job(dashboard_url: str, entrypoint_args: list[str], env_vars: dict, timeout_s: int = 900):
-    """`ray job submit --working-dir <repo> -- python jobs/...` and wait for it; returns the CompletedProcess."""
+    """`ray job submit --working-dir <repo> -- python jobs/...` and wait for it; returns the CompletedProcess.
+
+    The head's job agent can come up after the dashboard answers; Ray says to retry then, and so do we.
+    """
     import json
 
-    return subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", dashboard_url, "--working-dir", str(REPO),
-         "--runtime-env-json", json.dumps({"env_vars": env_vars}), "--", "python", *entrypoint_args],
-        env=service_env(), capture_output=True, text=True, timeout=timeout_s,
-    )
+    deadline = time.time() + 120
+    while True:
+        completed = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", dashboard_url, "--working-dir", str(REPO),
+             "--runtime-env-json", json.dumps({"env_vars": env_vars}), "--", "python", *entrypoint_args],
+            env=service_env(), capture_output=True, text=True, timeout=timeout_s,
+        )
+        if "No available agent to submit job" not in completed.stderr + completed.stdout or time.time() > deadline:
+            return completed
+        time.sleep(3)

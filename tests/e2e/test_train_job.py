@@ -24,6 +24,7 @@ def submitted_run(ray_head, mlflow_server, demo_slice, tmp_path_factory):
     completed = submit_job(
         ray_head,
         ["jobs/train.py", f"data.path={demo_slice}", "train.num_workers=2", "train.epochs=4", "train.batch_size_per_worker=16",
+         "model.retrieval=true",
          f"train.storage_path={out / 'runs'}", "mlflow.experiment=e2e", "mlflow.registered_model=resmm-e2e",
          "--summary-json", str(summary_path)],
         env_vars={"MLFLOW_TRACKING_URI": mlflow_server},
@@ -85,7 +86,18 @@ def test_run_reports_profile_fed_counts_and_robustness(submitted_run, mlflow_ser
         assert all(0.0 <= v <= 1.0 for v in curve.values())
     # Masking rows to fewer modalities cannot beat having all of them by much on a fused model.
     assert robustness["patterns"]["audio+image+text"] >= max(robustness["patterns"].values()) - 0.05
+    # One loss and one score per modality head; retrieval recall at 1/5/10 in three directions.
+    for modality in ("image", "text", "audio"):
+        assert 0.0 <= summary["heads"][f"{modality}_accuracy"] <= 1.0
+    assert set(summary["retrieval"]) == {"image->text", "text->image", "audio->text"}
+    for scores in summary["retrieval"].values():
+        assert 0.0 <= scores["recall@1"] <= scores["recall@5"] <= scores["recall@10"] <= 1.0
+        assert scores["rows"] > 10
     client = MlflowClient(mlflow_server)
+    run = client.get_run(summary["mlflow_run_id"])
+    for key in ("train_loss_head_image", "train_loss_retrieval", "val_head_audio_accuracy",
+                "retrieval_image_to_text_recall@10"):
+        assert key in run.data.metrics, key
     artifacts = {a.path for a in client.list_artifacts(summary["mlflow_run_id"], "plots")}
     assert "plots/robustness.png" in artifacts
     tables = {a.path for a in client.list_artifacts(summary["mlflow_run_id"], "robustness")}

@@ -1,4 +1,5 @@
-"""Two DDP workers on half a global batch each train exactly like one worker on the whole batch (gloo, CPU)."""
+"""With `model.norm=group`, two DDP workers on half a global batch each train exactly like one worker on the whole
+batch (gloo, CPU). BatchNorm statistics are per worker, so `batch` is only approximately invariant."""
 from __future__ import annotations
 
 import os
@@ -19,7 +20,7 @@ GLOBAL_BATCH, STEPS = 16, 4
 
 
 def setup():
-    cfg = load_config(None, ["model.embed_dim=16", "model.dropout=0", "model.fusion=mrn"])
+    cfg = load_config(None, ["model.embed_dim=16", "model.dropout=0", "model.fusion=mrn", "model.norm=group"])
     spec = PreprocessSpec.from_config(cfg.data, cfg.model.modalities, [str(i) for i in range(4)])
     return cfg, spec
 
