@@ -107,6 +107,8 @@ def run_training(cfg: Config, progress=print, initial_weights: dict | None = Non
     train_source = scan_source(data_url, modalities)
     val_source = scan_source(cfg.data.val_path, modalities) if cfg.data.val_path else None
     connect_ray()
+    if cfg.data.label_selector:  # driver-side passes (profile, evaluation); Train ingest gets DataConfig's
+        ray.data.DataContext.get_current().execution_options.label_selector = dict(cfg.data.label_selector)
     progress(f"[resmm] {len(train_source.shards)} shards, {train_source.num_rows} rows; profiling the training rows")
     profile = profile_split(
         train_source, modalities, validation=False if val_source is None else None, val_fraction=cfg.data.val_fraction

@@ -42,6 +42,8 @@ class DataConfig(_Section):
     augment: bool = False  # fresh augmentation of every fed copy: image flip/rotate/crop, audio shift/gain/noise,
     # text token dropout
     impute: Literal["zero", "mean", "learned", "nearest", "generative"] = "zero"
+    # Ray node labels for Ray Data's tasks (e.g. {resmm.io/role: data} for a CPU worker group).
+    label_selector: dict[str, str] | None = None
 
     @field_validator("class_weights")
     @classmethod
@@ -105,6 +107,8 @@ class TrainConfig(_Section):
     modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # ModDrop: drop each present modality w.p. p
     aux_loss_weight: float = Field(0.3, ge=0.0)  # weight of the per-modality auxiliary heads' losses
     retrieval_loss_weight: float = Field(0.5, ge=0.0)  # weight of InfoNCE when model.retrieval is on
+    # Ray node labels for the training workers (e.g. {resmm.io/role: train} for a GPU worker group).
+    worker_label_selector: dict[str, str] | None = None
     storage_path: str = "resmm_runs"  # Ray Train checkpoints; local dir or URL
     run_name: str | None = None  # Ray Train run name; None = derived from the MLflow run id
 

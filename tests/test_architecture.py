@@ -30,3 +30,14 @@ def test_pipelines_never_import_jobs():
 def test_models_stay_plain_pytorch():
     offenders = {f for f, r in imported_roots("resmm/models").items() if "ray" in r or "mlflow" in r}
     assert not offenders
+
+
+def test_model_actors_import_no_resmm_at_module_level():
+    # A registered model must run with its own bundled resmm; see pipelines/model_actors.py.
+    tree = ast.parse((REPO / "pipelines" / "model_actors.py").read_text())
+    top_level = {
+        (node.module or "").split(".")[0] if isinstance(node, ast.ImportFrom) else alias.name.split(".")[0]
+        for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in getattr(node, "names", [])
+    }
+    assert not top_level & {"resmm", "pipelines"}

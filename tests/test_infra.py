@@ -82,11 +82,68 @@ def test_schema_check_rejects_a_misspelt_field(schemas):
         validate(broken, schemas)
 
 
+def all_documents():
+    for path in MANIFESTS:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                yield path.name, doc
+
+
+def kubernetes_documents():
+    for name, doc in all_documents():
+        if not doc["apiVersion"].startswith("ray.io/"):
+            yield name, doc
+
+
 def entrypoints():
+    """Every command a manifest runs: RayJob / RayCronJob entrypoints and CronJob container commands."""
+    for name, doc in all_documents():
+        spec = doc.get("spec", {})
+        template = spec.get("jobTemplate", {})
+        job_spec = template if "entrypoint" in template else template.get("spec", spec)
+        if "entrypoint" in job_spec:
+            yield name, job_spec["entrypoint"]
+        for container in job_spec.get("template", {}).get("spec", {}).get("containers", []):
+            if "jobs/" in " ".join(container.get("command", [])):
+                yield name, shlex.join(container["command"])
+
+
+@pytest.mark.parametrize("name, doc", list(kubernetes_documents()), ids=lambda v: v if isinstance(v, str) else "")
+def test_kubernetes_manifest_matches_the_api_schema(name, doc):
+    import kubernetes_validate
+
+    kubernetes_validate.validate(doc, "1.33.0", strict=True)
+
+
+def test_every_manifest_command_is_checked():
+    names = {name for name, _ in entrypoints()}
+    assert {"rayjob-train.yaml", "raycronjob-retrain.yaml", "cronjob-retrain.yaml"} <= names
+
+
+def test_worker_group_labels_match_the_configured_selectors():
+    cfg = load_config(REPO / "jobs" / "configs" / "cluster-gpu.yaml")
     for name, doc in ray_documents():
-        spec = doc["spec"].get("jobTemplate", {}).get("spec", doc["spec"])
-        if "entrypoint" in spec:
-            yield name, spec["entrypoint"]
+        cluster = doc["spec"].get("rayClusterSpec", doc["spec"]) if doc["kind"] != "RayCronJob" else None
+        if not cluster or "workerGroupSpecs" not in cluster:
+            continue
+        labels = [group.get("labels", {}) for group in cluster["workerGroupSpecs"]]
+        assert cfg.data.label_selector in labels, name
+        assert cfg.train.worker_label_selector in labels, name
+        gpu_groups = [g for g in cluster["workerGroupSpecs"] if g.get("labels") == cfg.train.worker_label_selector]
+        limits = gpu_groups[0]["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert "nvidia.com/gpu" in limits, name
+
+
+def test_ray_clusters_use_token_auth_and_keep_the_dashboard_private():
+    for name, doc in ray_documents():
+        cluster = doc["spec"].get("rayClusterSpec", doc["spec"])
+        if "headGroupSpec" not in cluster:
+            continue
+        assert cluster["authOptions"] == {"mode": "token", "secretName": "resmm-ray-token"}, name
+        assert cluster["headGroupSpec"].get("serviceType", "ClusterIP") == "ClusterIP", name
+    for name, doc in kubernetes_documents():
+        if doc["kind"] == "Service":
+            assert doc["spec"].get("type", "ClusterIP") == "ClusterIP", name
 
 
 @pytest.mark.parametrize("name, entrypoint", list(entrypoints()))

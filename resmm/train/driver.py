@@ -29,6 +29,15 @@ def storage_uri(path: str) -> str:
     return path if "://" in path else str(Path(path).expanduser().resolve())
 
 
+def ingest_options(cfg: Config):
+    """Ray Data options for Train ingest. A label selector must travel here: one set only on the driver's
+    DataContext is silently dropped for the workers' dataset shards."""
+    options = DataConfig.default_ingest_options()
+    if cfg.data.label_selector:
+        options.label_selector = dict(cfg.data.label_selector)
+    return options
+
+
 def fit(
     cfg: Config,
     spec: PreprocessSpec,
@@ -56,6 +65,7 @@ def fit(
             num_workers=cfg.train.num_workers,
             use_gpu=cfg.train.use_gpu,
             resources_per_worker={"CPU": cfg.train.cpus_per_worker},
+            label_selector=cfg.train.worker_label_selector,
         ),
         run_config=RunConfig(
             name=run_name,
@@ -67,7 +77,7 @@ def fit(
         ),
         datasets=datasets,
         # Only the training set is sharded; rank 0 validates on the whole validation set.
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ingest_options(cfg)),
     )
     result = trainer.fit()
     best = result.get_best_checkpoint(SELECTION_METRIC, "max") or result.checkpoint
