@@ -20,6 +20,18 @@ USER_ERRORS = (ConfigError, ContractError, ShardError)
 EXIT_USER_ERROR = 2
 
 
+def config_job_main(description: str, body, argv: list[str] | None = None) -> int:
+    """The command line every config-driven job shares: [--config YAML] [key=value ...] [--summary-json PATH]."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML config file (sections: data, model, train, mlflow, retrain)")
+    parser.add_argument("--summary-json", help="write the run summary as JSON to this path")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.fusion=gated train.epochs=2")
+    args = parser.parse_args(argv)
+    return run_job(body, args.config, args.overrides, args.summary_json)
+
+
 def run_job(body, config_path, overrides, summary_path) -> int:
     """Run `body(cfg)`; a user mistake prints one line and returns 2, never a traceback."""
     try:
