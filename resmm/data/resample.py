@@ -1,0 +1,54 @@
+"""Class resampling on the stream: per-row Poisson copy counts drawn afresh every epoch.
+
+Ray Data has no weighted or stratified streaming sampler (ray-project/ray#31127). resmm draws, for every
+streamed row of class c, k ~ Poisson(rate_c) copies with rate_c = target_share_c · epoch_rows / n_c: the
+minority is oversampled, the majority undersampled, every worker sees the same expected class mix, and
+nothing is materialised.
+
+- `none`: target share ∝ n_c (rates = epoch_rows / rows).
+- `balanced`: equal shares.
+- `sqrt`: share ∝ √n_c.
+- `progressive`: share ∝ n_c^(1 - t), t = epoch / (epochs - 1): instance-balanced to class-balanced
+  (Kang et al. 2020, "Decoupling Representation and Classifier").
+- explicit `data.class_weights`: share ∝ n_c · w_c.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+RESAMPLERS = ("none", "balanced", "sqrt", "progressive")
+
+
+def target_shares(strategy: str, counts: np.ndarray, epoch: int = 0, epochs: int = 1, class_weights=None) -> np.ndarray:
+    counts = np.asarray(counts, dtype=np.float64)
+    seen = counts > 0
+    if class_weights is not None:
+        shares = counts * np.asarray(class_weights, dtype=np.float64)
+    elif strategy == "none":
+        shares = counts.copy()
+    elif strategy == "balanced":
+        shares = seen.astype(np.float64)
+    elif strategy == "sqrt":
+        shares = np.sqrt(counts)
+    elif strategy == "progressive":
+        t = epoch / max(1, epochs - 1)
+        shares = np.where(seen, counts ** (1.0 - t), 0.0)
+    else:
+        raise ValueError(f"unknown resampling strategy '{strategy}'")
+    return shares / shares.sum()
+
+
+def sampling_rates(shares: np.ndarray, counts: np.ndarray, epoch_rows: int) -> np.ndarray:
+    """Expected copies per streamed row of each class so that an epoch holds epoch_rows rows in `shares`."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return np.where(counts > 0, shares * epoch_rows / np.maximum(counts, 1.0), 0.0)
+
+
+def resample_rows(labels: torch.Tensor, rates: torch.Tensor, unlabeled_rate: float, generator: torch.Generator):
+    """Row indices of the batch to feed: row i repeated k_i ~ Poisson(rate[label_i]) times (unlabeled rows at
+    `unlabeled_rate`), shuffled."""
+    row_rates = torch.where(labels >= 0, rates[labels.clamp(min=0)], torch.full_like(rates[:1], unlabeled_rate))
+    copies = torch.poisson(row_rates.float().cpu(), generator=generator).long()
+    index = torch.repeat_interleave(torch.arange(len(labels)), copies)
+    return index[torch.randperm(len(index), generator=generator)]
