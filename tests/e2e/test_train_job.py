@@ -96,7 +96,7 @@ def test_run_reports_profile_fed_counts_and_robustness(submitted_run, mlflow_ser
     client = MlflowClient(mlflow_server)
     run = client.get_run(summary["mlflow_run_id"])
     for key in ("train_loss_head_image", "train_loss_retrieval", "val_head_audio_accuracy",
-                "retrieval_image_to_text_recall@10"):
+                "retrieval_image_to_text_recall_at_10"):
         assert key in run.data.metrics, key
     artifacts = {a.path for a in client.list_artifacts(summary["mlflow_run_id"], "plots")}
     assert "plots/robustness.png" in artifacts
