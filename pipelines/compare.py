@@ -29,7 +29,8 @@ def run_grid(grid: list[dict], base_config: str | None, base_overrides: list[str
     for index, (name, cfg) in enumerate(configs, 1):
         progress(f"[compare] {index}/{len(configs)}: {name}")
         started = time.perf_counter()
-        summary = run_training(cfg, progress=lambda line: None if not line.startswith("[resmm] epoch") else progress(line))
+        # The per-run chatter is muted here; the workers' epoch lines still reach the console through Ray.
+        summary = run_training(cfg, progress=lambda _line: None)
         rows.append({
             "name": name,
             "modalities": "+".join(cfg.model.modalities),
@@ -41,7 +42,7 @@ def run_grid(grid: list[dict], base_config: str | None, base_overrides: list[str
             "robustness": summary["robustness"],
             "wall_time_s": round(time.perf_counter() - started, 1),
             "mlflow_run_id": summary["mlflow_run_id"],
-            "overrides": list(cfg.flat().items()),
+            "config": cfg.flat(),
         })
         progress(f"[compare] {name}: balanced accuracy {rows[-1]['val_balanced_accuracy']:.4f}")
     return rows

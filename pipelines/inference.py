@@ -16,8 +16,7 @@ from resmm.train.metrics import classification_metrics
 
 def predict_source(source: Source, model_uri: str, tracking_uri: str, *, concurrency: int, batch_rows: int):
     """Lazy Dataset of predictions, one output row per input row."""
-    columns = [c for c in ("sample_id", *MODALITY_COLUMNS) if all(c in s.schema.names for s in source.shards)]
-    return read_source(source, columns).map_batches(
+    return read_source(source, ["sample_id", *MODALITY_COLUMNS]).map_batches(
         PyfuncPredictor,
         fn_constructor_kwargs={"model_uri": model_uri, "tracking_uri": tracking_uri},
         batch_format="pandas",
@@ -32,8 +31,7 @@ def evaluate_model(
 ) -> dict:
     """Balanced accuracy, accuracy and robustness (accuracy per presence pattern and their mean) of a registered
     model on labelled rows: a separate eval location (validation=None) or one side of the hash split."""
-    columns = [c for c in ("sample_id", "label", *MODALITY_COLUMNS) if all(c in s.schema.names for s in source.shards)]
-    predictions = read_source(source, columns).map_batches(
+    predictions = read_source(source, ["sample_id", "label", *MODALITY_COLUMNS]).map_batches(
         PatternEvaluator,
         fn_constructor_kwargs={"model_uri": model_uri, "tracking_uri": tracking_uri, "validation": validation,
                                "val_fraction": val_fraction},

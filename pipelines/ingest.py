@@ -78,7 +78,7 @@ class DataProfile:
 
     def as_summary(self) -> dict:
         labelled = {k: v for k, v in self.class_counts.items() if k is not None}
-        order = sorted(labelled, key=lambda k: (not k.lstrip("-").isdigit(), int(k) if k.lstrip("-").isdigit() else 0, k))
+        order = class_order(labelled)
         return {
             "rows": self.rows,
             "unlabeled_rows": self.class_counts.get(None, 0),
@@ -113,15 +113,28 @@ def profile_rows(dataset: ray.data.Dataset, modalities) -> DataProfile:
     )
 
 
+def read_split(source: Source, columns: list[str], *, validation: bool | None, val_fraction: float):
+    """Stream one side of the sample_id hash split (validation=True/False), or every row (None)."""
+    dataset = read_source(source, columns)
+    if validation is None:
+        return dataset
+    return dataset.map_batches(
+        select_split, batch_format="pyarrow", fn_kwargs={"validation": validation, "val_fraction": val_fraction}
+    )
+
+
 def profile_split(source: Source, modalities, *, validation: bool | None, val_fraction: float) -> DataProfile:
     """Profile the rows of one side of the split (or all rows) without decoding anything."""
-    columns = ["sample_id", "label", *modalities]
-    dataset = read_source(source, columns)
-    if validation is not None:
-        dataset = dataset.map_batches(
-            select_split, batch_format="pyarrow", fn_kwargs={"validation": validation, "val_fraction": val_fraction}
-        )
+    dataset = read_split(source, ["sample_id", "label", *modalities], validation=validation, val_fraction=val_fraction)
     return profile_rows(dataset, modalities)
+
+
+def class_order(names) -> list[str]:
+    """Class names sorted numerically when every one is an integer, else alphabetically."""
+    names = list(names)
+    if all(n.lstrip("-").isdigit() for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
 
 
 def resolve_classes(configured: list[str] | None, train_counts: dict) -> list[str]:
@@ -131,9 +144,7 @@ def resolve_classes(configured: list[str] | None, train_counts: dict) -> list[st
     names = [n for n in train_counts if n is not None]
     if len(names) < 2:
         raise ContractError(f"training data holds {len(names)} distinct label(s); at least 2 classes are needed")
-    if all(n.lstrip("-").isdigit() for n in names):
-        return sorted(names, key=int)
-    return sorted(names)
+    return class_order(names)
 
 
 def preprocess_batch(batch, spec: PreprocessSpec):
@@ -150,13 +161,9 @@ def build_split(
     batch_rows: int,
 ) -> ray.data.Dataset:
     """read → (optional hash split) → decode/preprocess, as one lazy streaming Dataset."""
-    dataset = read_source(source, ["sample_id", "label", *spec.modalities])
-    if validation is not None:
-        dataset = dataset.map_batches(
-            select_split,
-            batch_format="pyarrow",
-            fn_kwargs={"validation": validation, "val_fraction": val_fraction},
-        )
+    dataset = read_split(
+        source, ["sample_id", "label", *spec.modalities], validation=validation, val_fraction=val_fraction
+    )
     return dataset.map_batches(
         preprocess_batch, batch_format="numpy", batch_size=batch_rows, fn_kwargs={"spec": spec}
     )

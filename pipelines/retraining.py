@@ -91,7 +91,7 @@ def _train_and_gate(cfg: Config, source, fingerprint: dict, tracking_uri: str, p
         progress(f"[retrain] warm start from champion v{champion.version}")
         warm = registry.registered_weights(tracking_uri, f"models:/{name}/{champion.version}")
     progress(f"[retrain] training a challenger (Ray Train run '{run_name}')")
-    trained = run_training(cfg, progress=progress, initial_weights=warm)
+    trained = run_training(cfg, progress=progress, initial_weights=warm, train_source=source)
     challenger_version = trained["model_version"]
     registry.set_alias(tracking_uri, name, CHALLENGER, challenger_version)
 

@@ -93,18 +93,21 @@ def robustness_rows(report: dict) -> dict:
     return rows
 
 
-def run_training(cfg: Config, progress=print, initial_weights: dict | None = None) -> dict:
+def run_training(cfg: Config, progress=print, initial_weights: dict | None = None, train_source=None) -> dict:
     """Train, track and register one model; returns the summary dict.
 
     initial_weights: a state dict to start from (warm start); ignored when a checkpoint of the run exists.
+    train_source: the already scanned shards of `data.path` (a retrain fingerprints them first), so that the
+    footers are read once and the recorded fingerprint is exactly the one the caller decided on.
     """
     started = time.perf_counter()
     data_url = resolve_data_path(cfg, progress)
     modalities = list(cfg.model.modalities)
 
     # The contract is checked from the footers before Ray starts: a bad shard fails in seconds.
-    progress(f"[resmm] scanning shards under {data_url}")
-    train_source = scan_source(data_url, modalities)
+    if train_source is None:
+        progress(f"[resmm] scanning shards under {data_url}")
+        train_source = scan_source(data_url, modalities)
     val_source = scan_source(cfg.data.val_path, modalities) if cfg.data.val_path else None
     connect_ray()
     if cfg.data.label_selector:  # driver-side passes (profile, evaluation); Train ingest gets DataConfig's
@@ -119,18 +122,16 @@ def run_training(cfg: Config, progress=print, initial_weights: dict | None = Non
     # Inside the workers, resmm's own per-epoch progress lines replace Ray Data's periodic progress dumps.
     ray.data.DataContext.get_current().enable_progress_bars = False
 
-    if val_source is None:  # deterministic hash split of one location
-        split = dict(val_fraction=cfg.data.val_fraction, batch_rows=cfg.data.preprocess_batch_rows)
-        datasets = {
-            "train": build_split(train_source, spec, validation=False, **split),
-            "val": build_split(train_source, spec, validation=True, **split),
-        }
+    # (source, side of the hash split) for each dataset: one location split by sample_id, or two locations.
+    if val_source is None:
+        sides = {"train": (train_source, False), "val": (train_source, True)}
     else:
-        split = dict(val_fraction=0.0, batch_rows=cfg.data.preprocess_batch_rows)
-        datasets = {
-            "train": build_split(train_source, spec, validation=None, **split),
-            "val": build_split(val_source, spec, validation=None, **split),
-        }
+        sides = {"train": (train_source, None), "val": (val_source, None)}
+    datasets = {
+        name: build_split(source, spec, validation=side, val_fraction=cfg.data.val_fraction,
+                          batch_rows=cfg.data.preprocess_batch_rows)
+        for name, (source, side) in sides.items()
+    }
 
     tracking_uri = runs.resolve_tracking_uri()
     fingerprint = data_fingerprint(train_source.shards)

@@ -37,7 +37,6 @@ class ResmmPyfunc(mlflow.pyfunc.PythonModel):
     batch_rows = 256
 
     def load_context(self, context) -> None:
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         with open(context.artifacts[BUNDLE_ARTIFACT]) as handle:
             bundle = json.load(handle)
         self.network, self.spec = load_network(bundle, context.artifacts[WEIGHTS_ARTIFACT])

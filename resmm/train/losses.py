@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-UNLABELED = -1
+from resmm.data.batch import UNLABELED
+
 LOSSES = ("ce", "class_balanced", "focal", "logit_adjusted")
 
 

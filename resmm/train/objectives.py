@@ -6,7 +6,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from resmm.train.losses import UNLABELED
+from resmm.data.batch import UNLABELED
 
 RETRIEVAL_TEMPERATURE = 0.1
 
