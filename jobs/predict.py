@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         source = scan_source(args.input, [], labelled=False)
+        if source.unreadable:  # prediction owes a row for every input row: refuse rather than skip
+            bad = source.unreadable[0]
+            raise ShardError(f"{bad['path']}: {bad['reason']} ({len(source.unreadable)} unreadable file(s))")
         out_fs, out_path = open_filesystem(args.output)
         if out_fs.exists(out_path) and out_fs.ls(out_path):
             raise ShardError(f"output '{args.output}' already holds files; choose a new location")
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                                  concurrency=args.concurrency, batch_rows=args.batch_rows)
     predictions.write_parquet(args.output)
     fs, files = list_parquet_files(args.output)
-    written = sum(s.num_rows for s in read_footers(fs, files))
+    written = sum(s.num_rows for s in read_footers(fs, files)[0])
     if written != source.num_rows:
         print(f"resmm: wrote {written} prediction rows for {source.num_rows} input rows", file=sys.stderr)
         return 1

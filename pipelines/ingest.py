@@ -1,17 +1,20 @@
-"""Ray Data graphs for training: scan shards → validate the contract → split → decode/preprocess, all streaming."""
+"""Ray Data graphs for training: scan shards → check the contract → drop quarantined rows → split → decode,
+all streaming."""
 from __future__ import annotations
 
-from collections import Counter
+import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray.data
 
 from resmm.contract import ContractError, check_schema, label_kind
-from resmm.data.batch import BatchPreprocessor, PreprocessSpec, label_name
+from resmm.data.batch import BatchPreprocessor, PreprocessSpec
 from resmm.data.split import select_split
-from resmm.shards import Shard, arrow_filesystem, list_parquet_files, read_footers
+from resmm.shards import Shard, ShardError, arrow_filesystem, list_parquet_files, read_footers
+
+ROW_HASH = "row_hash"  # the column Ray's read_parquet(include_row_hash=True) adds
 
 
 @dataclass(frozen=True)
@@ -20,7 +23,8 @@ class Source:
 
     url: str
     filesystem: object  # fsspec filesystem
-    shards: tuple[Shard, ...]
+    shards: tuple[Shard, ...]  # the readable shards
+    unreadable: tuple[dict, ...] = ()  # [{"path", "reason"}]: skipped files (see resmm.quarantine)
 
     @property
     def num_rows(self) -> int:
@@ -28,12 +32,16 @@ class Source:
 
 
 def scan_source(url: str, modalities, labelled: bool = True) -> Source:
-    """List the shards behind `url`, read every footer, and check the contract before any data is read."""
+    """List the shards behind `url`, read every footer, and check the contract before any data is read.
+
+    Files with an unreadable footer are set aside in `Source.unreadable`; the caller decides whether that is
+    a quarantine (training) or an error (prediction, which owes a row for every input row).
+    """
     fs, paths = list_parquet_files(url)
-    try:
-        shards = read_footers(fs, paths)
-    except (OSError, pa.ArrowException) as exc:
-        raise ContractError(f"{url}: a shard has an unreadable Parquet footer: {exc}") from None
+    shards, unreadable = read_footers(fs, paths)
+    if not shards:
+        raise ShardError(f"data path '{url}': none of its {len(paths)} Parquet file(s) is readable, e.g. "
+                         f"{unreadable[0]['path']}: {unreadable[0]['reason']}")
     kinds: dict[str, str] = {}
     for shard in shards:
         check_schema(shard.schema, shard.url, modalities, labelled)
@@ -43,28 +51,33 @@ def scan_source(url: str, modalities, labelled: bool = True) -> Source:
             f"column 'label' is integer in {kinds['integer']} but string in {kinds['string']}; "
             "use one label type across shards"
         )
-    return Source(url=url, filesystem=fs, shards=tuple(shards))
+    return Source(url=url, filesystem=fs, shards=tuple(shards), unreadable=tuple(unreadable))
 
 
-def read_source(source: Source, columns: list[str]) -> ray.data.Dataset:
-    """Stream the validated shards, projecting only the contract columns the run needs."""
-    present = [c for c in columns if all(c in s.schema.names for s in source.shards)]
+def without_files(source: Source, bad: list[dict]) -> Source:
+    """The source minus files found unreadable past their footer (corrupt data pages)."""
+    bad_paths = {b["path"] for b in bad}
+    return dataclasses.replace(
+        source, shards=tuple(s for s in source.shards if s.url not in bad_paths),
+        unreadable=source.unreadable + tuple(bad),
+    )
+
+
+def read_source(source: Source, columns: list[str] | None, *, row_hashes: bool = False,
+                paths: bool = False) -> ray.data.Dataset:
+    """Stream the readable shards, projecting the given contract columns (None = every column).
+
+    row_hashes adds Ray's `row_hash` (a digest of file path and row position: the same row gets the same
+    hash on every read), which is how quarantined rows are recognised and dropped from the training stream.
+    """
+    present = None if columns is None else [c for c in columns if all(c in s.schema.names for s in source.shards)]
     return ray.data.read_parquet(
         [s.path for s in source.shards],
         filesystem=arrow_filesystem(source.filesystem),
         columns=present,
+        include_row_hash=row_hashes,
+        include_paths=paths,
     )
-
-
-def profile_batch(table: pa.Table, modalities: tuple[str, ...]) -> pa.Table:
-    """map_batches stage: one row per (label, presence pattern) with its count; only null bitmaps are read."""
-    label = table.column("label").combine_chunks().cast(pa.string()) if "label" in table.column_names else (
-        pa.nulls(table.num_rows, pa.string()))
-    columns = {"label": label}
-    for m in modalities:
-        columns[m] = pc.is_valid(table.column(m)) if m in table.column_names else pa.repeat(False, table.num_rows)
-    grouped = pa.table(columns).group_by(["label", *modalities], use_threads=False).aggregate([([], "count_all")])
-    return grouped.rename_columns([*(c if c != "count_all" else "count" for c in grouped.column_names)])
 
 
 @dataclass
@@ -88,45 +101,25 @@ class DataProfile:
         }
 
 
-def profile_rows(dataset: ray.data.Dataset, modalities) -> DataProfile:
-    """One streaming aggregation: partial counts per batch, summed on the driver (a groupby would shuffle into
-    hundreds of partitions for a handful of keys)."""
-    modalities = tuple(modalities)
-    partial = dataset.map_batches(profile_batch, batch_format="pyarrow", fn_kwargs={"modalities": modalities})
-    rows, classes = 0, Counter()
-    presence = Counter()
-    by_class: dict = {}
-    for row in partial.iter_rows():
-        n = int(row["count"])
-        name = label_name(row["label"])
-        rows += n
-        classes[name] += n
-        for m in modalities:
-            if row[m]:
-                presence[m] += n
-                by_class.setdefault(name, Counter())[m] += n
-    return DataProfile(
-        rows=rows,
-        class_counts=dict(classes),
-        presence={m: presence[m] for m in modalities},
-        presence_by_class={k: dict(v) for k, v in by_class.items()},
-    )
+def drop_rows(table: pa.Table, *, row_hashes: np.ndarray) -> pa.Table:
+    """map_batches stage: drop the quarantined rows (by Ray's row_hash) and the row_hash column itself."""
+    keep = ~np.isin(table.column(ROW_HASH).to_numpy(), row_hashes)
+    return table.filter(pa.array(keep)).drop_columns([ROW_HASH])
 
 
-def read_split(source: Source, columns: list[str], *, validation: bool | None, val_fraction: float):
-    """Stream one side of the sample_id hash split (validation=True/False), or every row (None)."""
-    dataset = read_source(source, columns)
+def read_split(source: Source, columns: list[str], *, validation: bool | None, val_fraction: float,
+               quarantined: np.ndarray | None = None) -> ray.data.Dataset:
+    """Stream one side of the sample_id hash split (validation=True/False), or every row (None), without the
+    quarantined rows (row hashes found by the validation stage)."""
+    has_quarantine = quarantined is not None and len(quarantined) > 0
+    dataset = read_source(source, columns, row_hashes=has_quarantine)
+    if has_quarantine:
+        dataset = dataset.map_batches(drop_rows, batch_format="pyarrow", fn_kwargs={"row_hashes": quarantined})
     if validation is None:
         return dataset
     return dataset.map_batches(
         select_split, batch_format="pyarrow", fn_kwargs={"validation": validation, "val_fraction": val_fraction}
     )
-
-
-def profile_split(source: Source, modalities, *, validation: bool | None, val_fraction: float) -> DataProfile:
-    """Profile the rows of one side of the split (or all rows) without decoding anything."""
-    dataset = read_split(source, ["sample_id", "label", *modalities], validation=validation, val_fraction=val_fraction)
-    return profile_rows(dataset, modalities)
 
 
 def class_order(names) -> list[str]:
@@ -159,10 +152,12 @@ def build_split(
     validation: bool | None,
     val_fraction: float,
     batch_rows: int,
+    quarantined: np.ndarray | None = None,
 ) -> ray.data.Dataset:
-    """read → (optional hash split) → decode/preprocess, as one lazy streaming Dataset."""
+    """read → drop quarantined rows → (optional hash split) → decode/preprocess, as one lazy streaming Dataset."""
     dataset = read_split(
-        source, ["sample_id", "label", *spec.modalities], validation=validation, val_fraction=val_fraction
+        source, ["sample_id", "label", *spec.modalities], validation=validation, val_fraction=val_fraction,
+        quarantined=quarantined,
     )
     return dataset.map_batches(
         preprocess_batch, batch_format="numpy", batch_size=batch_rows, fn_kwargs={"spec": spec}

@@ -10,16 +10,19 @@ from pathlib import Path
 import ray
 import torch
 
-from pipelines.ingest import build_split, profile_split, resolve_classes, scan_source
+from pipelines.ingest import build_split, resolve_classes, scan_source
+from pipelines.validation import Rules, Validation, validate_source, write_quarantine
 from resmm.config import Config
 from resmm.data.batch import PreprocessSpec
 from resmm.datasets import demo
 from resmm.fingerprint import data_fingerprint
 from resmm.models.builders import build_model
+from resmm.quarantine import QuarantineReport
 from resmm.summary import format_table
 from resmm.tracking import lineage as lineage_dataset
 from resmm.tracking import plots, registry, runs
-from resmm.train.driver import STATE_FILE, fit
+from resmm.train.driver import STATE_FILE, fit, storage_uri
+from resmm.train.loop import WORKER_GROUP_STARTED
 from resmm.train.retrieval import flat_metrics, retrieval_recall
 from resmm.train.robustness import mean_pattern_accuracy, robustness_report
 
@@ -93,6 +96,56 @@ def robustness_rows(report: dict) -> dict:
     return rows
 
 
+def validate_sources(cfg: Config, modalities: list[str], train_source, val_source, progress) -> dict[str, Validation]:
+    """The validation stage over the training location (and a separate validation location, if any)."""
+    # Decoding does not depend on the class vocabulary, which may only be known after this pass.
+    spec = PreprocessSpec.from_config(cfg.data, modalities, ())
+    classes = tuple(cfg.data.classes) if cfg.data.classes else None
+    null_label_is_fault = cfg.data.unlabeled_rows == "quarantine"
+    checks = {"train": validate_source(
+        train_source, spec, Rules(True, null_label_is_fault, classes, None if val_source else cfg.data.val_fraction),
+        batch_rows=cfg.data.preprocess_batch_rows, progress=progress,
+    )}
+    if val_source is not None:
+        checks["val"] = validate_source(val_source, spec, Rules(True, null_label_is_fault, classes, None),
+                                        batch_rows=cfg.data.preprocess_batch_rows, progress=progress)
+    for name, check in checks.items():
+        report = check.report
+        progress(f"[resmm] validation ({name}): {len(report.files)} file(s) skipped, {report.rows_total} row(s) "
+                 f"quarantined {dict(report.rows)}, modality marked missing {dict(report.modalities_marked_missing)}, "
+                 f"cut to input limits {dict(report.input_limits)}")
+    return checks
+
+
+def record_quarantine(cfg: Config, checks: dict[str, Validation], run_name: str, tracking_uri: str, run_id: str,
+                      progress) -> QuarantineReport:
+    """Write quarantined rows under the run's storage, log the report to MLflow; returns the merged report."""
+    merged = QuarantineReport()
+    locations = []
+    for name, check in checks.items():
+        merged.merge(check.report)
+        destination = f"{storage_uri(cfg.train.storage_path)}/{run_name}/quarantine/{name}_rows.parquet"
+        written = write_quarantine(check, ["sample_id", "label", *cfg.model.modalities], destination)
+        if written:
+            progress(f"[resmm] {written} quarantined row(s) with their reasons written to {destination}")
+            locations.append(destination)
+    merged.location = ", ".join(locations) or None
+    runs.log_dict(tracking_uri, run_id, merged.as_summary(), "data/quarantine.json")
+    runs.log_metrics(tracking_uri, run_id, {
+        "quarantined_files": len(merged.files), "quarantined_rows": merged.rows_total,
+        **{f"quarantined_rows_{k}": v for k, v in merged.rows.items()},
+        **{f"modality_missing_{k}": v for k, v in merged.modalities_marked_missing.items()},
+        **{f"input_limit_{k}": v for k, v in merged.input_limits.items()},
+    }, step=0)
+    return merged
+
+
+def count_restarts(tracking_uri: str, run_id: str, since: float) -> int:
+    """Worker-group restarts during this fit: rank 0 logs the time each group starts (resmm.train.loop)."""
+    starts = [m for m in runs.metric_history(tracking_uri, run_id, WORKER_GROUP_STARTED) if m.value >= since]
+    return max(0, len(starts) - 1)
+
+
 def run_training(cfg: Config, progress=print, initial_weights: dict | None = None, train_source=None) -> dict:
     """Train, track and register one model; returns the summary dict.
 
@@ -110,27 +163,28 @@ def run_training(cfg: Config, progress=print, initial_weights: dict | None = Non
         train_source = scan_source(data_url, modalities)
     val_source = scan_source(cfg.data.val_path, modalities) if cfg.data.val_path else None
     connect_ray()
-    if cfg.data.label_selector:  # driver-side passes (profile, evaluation); Train ingest gets DataConfig's
+    if cfg.data.label_selector:  # driver-side passes (validation, evaluation); Train ingest gets DataConfig's
         ray.data.DataContext.get_current().execution_options.label_selector = dict(cfg.data.label_selector)
-    progress(f"[resmm] {len(train_source.shards)} shards, {train_source.num_rows} rows; profiling the training rows")
-    profile = profile_split(
-        train_source, modalities, validation=False if val_source is None else None, val_fraction=cfg.data.val_fraction
-    )
+    progress(f"[resmm] {len(train_source.shards)} shards, {train_source.num_rows} rows; validating every row "
+             "(files, ids, labels, decodable bytes) before training")
+    checks = validate_sources(cfg, modalities, train_source, val_source, progress)
+    train_check = checks["train"]
+    profile = train_check.train_profile
     classes = resolve_classes(cfg.data.classes, profile.class_counts)
     progress(f"[resmm] profile: {profile.rows} training rows, classes {profile.as_summary()['class_counts']}")
     spec = PreprocessSpec.from_config(cfg.data, modalities, classes)
     # Inside the workers, resmm's own per-epoch progress lines replace Ray Data's periodic progress dumps.
     ray.data.DataContext.get_current().enable_progress_bars = False
 
-    # (source, side of the hash split) for each dataset: one location split by sample_id, or two locations.
+    # (validated source, side of the hash split) for each dataset: one location split by sample_id, or two.
     if val_source is None:
-        sides = {"train": (train_source, False), "val": (train_source, True)}
+        sides = {"train": (train_check, False), "val": (train_check, True)}
     else:
-        sides = {"train": (train_source, None), "val": (val_source, None)}
+        sides = {"train": (train_check, None), "val": (checks["val"], None)}
     datasets = {
-        name: build_split(source, spec, validation=side, val_fraction=cfg.data.val_fraction,
-                          batch_rows=cfg.data.preprocess_batch_rows)
-        for name, (source, side) in sides.items()
+        name: build_split(check.source, spec, validation=side, val_fraction=cfg.data.val_fraction,
+                          batch_rows=cfg.data.preprocess_batch_rows, quarantined=check.quarantined_row_hashes)
+        for name, (check, side) in sides.items()
     }
 
     tracking_uri = runs.resolve_tracking_uri()
@@ -145,6 +199,7 @@ def run_training(cfg: Config, progress=print, initial_weights: dict | None = Non
     run_name = cfg.train.run_name or f"resmm-{run_id[:12]}"
     progress(f"[resmm] MLflow run {run_id} at {tracking_uri}; Ray Train run '{run_name}'")
     try:
+        quarantine = record_quarantine(cfg, checks, run_name, tracking_uri, run_id, progress)
         runs.log_dict(tracking_uri, run_id, cfg.model_dump(mode="json"), "config/resolved_config.json")
         lineage_dataset.log_training_data(tracking_uri, run_id, data_url, fingerprint)
         runs.log_dict(tracking_uri, run_id, fingerprint, "data/fingerprint.json")
@@ -153,11 +208,16 @@ def run_training(cfg: Config, progress=print, initial_weights: dict | None = Non
             {**profile.as_summary(), "shards": [s.url for s in train_source.shards]},
             "data/profile.json",
         )
+        fit_started = time.time()
         outcome = fit(
             cfg, spec, datasets, run_name=run_name, tracking_uri=tracking_uri, run_id=run_id,
             class_counts=[profile.class_counts.get(c, 0) for c in classes], train_rows=profile.rows,
             initial_weights=initial_weights,
         )
+        restarts = count_restarts(tracking_uri, run_id, since=fit_started)
+        if restarts:
+            progress(f"[resmm] the worker group was restarted {restarts} time(s) from its last checkpoint")
+        runs.log_metrics(tracking_uri, run_id, {"train_restarts": restarts}, step=cfg.train.epochs - 1)
         best = outcome.best_metrics
         worker = outcome.worker_return
         figure = plots.confusion_matrix_figure(best["val_confusion_matrix"], classes)
@@ -217,6 +277,8 @@ def run_training(cfg: Config, progress=print, initial_weights: dict | None = Non
         "throughput_samples_per_s": round(worker.get("rows_seen_train", 0) / max(worker.get("train_seconds", 0), 1e-9), 2),
         "metrics": headline,
         "data_profile": profile.as_summary(),
+        "quarantine": quarantine.as_summary(),
+        "restarts": restarts,
         "fed_class_counts": worker.get("fed_class_counts", {}),
         "robustness": robustness,
         "retrieval": retrieval,

@@ -35,6 +35,14 @@ class DataConfig(_Section):
     audio_max_seconds: float = Field(1.0, gt=0.0, le=60.0)
     audio_n_mels: int = Field(32, ge=8, le=256)
     preprocess_batch_rows: int = Field(256, ge=1)  # rows per Ray Data map_batches call
+    # Limits on untrusted input (counted in the summary when they trigger): an image above image_max_pixels
+    # is treated as missing without decoding its pixels; audio is cut at audio_max_seconds; text at
+    # text_max_chars characters.
+    image_max_pixels: int = Field(25_000_000, ge=64)
+    text_max_chars: int = Field(20_000, ge=1)
+    # Rows with a null label in a labelled split: quarantined (a fault), or kept as unlabeled rows that feed
+    # only the unsupervised objectives (retrieval, generative imputation).
+    unlabeled_rows: Literal["quarantine", "keep"] = "quarantine"
     # Long tail and missing modalities (see resmm/data/resample.py and resmm/models/imputation.py).
     resample: Literal["none", "balanced", "sqrt", "progressive"] = "none"
     class_weights: dict[str, float] | None = None  # explicit per-class sampling weights (override `resample`)
@@ -109,7 +117,8 @@ class TrainConfig(_Section):
     retrieval_loss_weight: float = Field(0.5, ge=0.0)  # weight of InfoNCE when model.retrieval is on
     # Ray node labels for the training workers (e.g. {resmm.io/role: train} for a GPU worker group).
     worker_label_selector: dict[str, str] | None = None
-    storage_path: str = "resmm_runs"  # Ray Train checkpoints; local dir or URL
+    max_failures: int = Field(2, ge=-1)  # worker-group restarts from the last checkpoint (-1 = unlimited)
+    storage_path: str = "resmm_runs"  # Ray Train checkpoints and the quarantine file; local dir or URL
     run_name: str | None = None  # Ray Train run name; None = derived from the MLflow run id
 
 

@@ -79,7 +79,19 @@ def read_footer(fs, path: str) -> Shard:
     )
 
 
-def read_footers(fs, paths: list[str], threads: int = 16) -> list[Shard]:
-    """Footers of many shards in parallel: object stores answer one small range read per file."""
+def read_footers(fs, paths: list[str], threads: int = 16) -> tuple[list[Shard], list[dict]]:
+    """Footers of many shards in parallel (object stores answer one small range read per file).
+
+    Returns (readable shards, [{"path", "reason"}] for files whose footer cannot be read: truncated, not
+    Parquet, corrupt). Ray's reader packs several files into one read task, so a bad file must be found
+    here, file by file, or it could take good files down with it.
+    """
+    def attempt(path: str):
+        try:
+            return read_footer(fs, path)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            return {"path": _with_protocol(fs, path), "reason": f"unreadable Parquet footer: {exc}"}
+
     with ThreadPoolExecutor(max_workers=min(threads, max(1, len(paths)))) as pool:
-        return list(pool.map(lambda p: read_footer(fs, p), paths))
+        results = list(pool.map(attempt, paths))
+    return [r for r in results if isinstance(r, Shard)], [r for r in results if not isinstance(r, Shard)]

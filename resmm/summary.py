@@ -22,6 +22,18 @@ def format_table(summary: dict) -> str:
     robustness = summary.get("robustness") or {}
     for pattern, accuracy in (robustness.get("patterns") or {}).items():
         rows.append((f"accuracy with {pattern}", "n/a" if accuracy is None else f"{accuracy:.4f}"))
+    quarantine = summary.get("quarantine") or {}
+    if quarantine:
+        rows.append(("files skipped", len(quarantine.get("files", []))))
+        reasons = " ".join(f"{k}:{v}" for k, v in quarantine.get("rows", {}).items())
+        rows.append(("rows quarantined", f"{quarantine.get('rows_total', 0)} {reasons}".strip()))
+        for title, key in (("modality marked missing", "modalities_marked_missing"), ("cut to input limits", "input_limits")):
+            if quarantine.get(key):
+                rows.append((title, " ".join(f"{k}:{v}" for k, v in quarantine[key].items())))
+        if quarantine.get("location"):
+            rows.append(("quarantine file", quarantine["location"]))
+    if "restarts" in summary:
+        rows.append(("worker-group restarts", summary["restarts"]))
     if summary.get("fed_class_counts"):
         rows.append(("fed per class (last epoch)", " ".join(f"{k}:{v}" for k, v in summary["fed_class_counts"].items())))
     width = max(len(k) for k, _ in rows)

@@ -52,3 +52,20 @@ def shard_dir(tmp_path) -> Path:
     for shard in range(3):
         pq.write_table(contract_table(seed=shard * 100), tmp_path / f"part-{shard}.parquet")
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """An in-process local Ray instance (never an existing cluster on this machine), shared by the session."""
+    import os
+
+    import ray
+
+    from pipelines.training import connect_ray
+
+    saved = os.environ.pop("RAY_ADDRESS", None)
+    connect_ray()
+    yield
+    ray.shutdown()
+    if saved is not None:
+        os.environ["RAY_ADDRESS"] = saved

@@ -39,10 +39,21 @@ def test_label_types_must_agree_across_shards(shard_dir):
         scan_source(str(shard_dir), ALL)
 
 
-def test_unreadable_footer_is_a_contract_error(shard_dir):
+def test_unreadable_footer_sets_the_file_aside_and_keeps_the_others(shard_dir):
     (shard_dir / "part-broken.parquet").write_bytes(b"PAR1 this is not parquet")
-    with pytest.raises(ContractError, match="unreadable Parquet footer"):
-        scan_source(str(shard_dir), ALL)
+    good = (shard_dir / "part-0.parquet").read_bytes()
+    (shard_dir / "part-truncated.parquet").write_bytes(good[: len(good) // 2])
+    source = scan_source(str(shard_dir), ALL)
+    assert source.num_rows == 36 and len(source.shards) == 3
+    assert sorted(b["path"].rsplit("/", 1)[1] for b in source.unreadable) == [
+        "part-broken.parquet", "part-truncated.parquet"]
+    assert all("unreadable Parquet footer" in b["reason"] for b in source.unreadable)
+
+
+def test_a_location_with_no_readable_file_is_an_error(tmp_path):
+    (tmp_path / "a.parquet").write_bytes(b"junk")
+    with pytest.raises(ShardError, match="none of its 1 Parquet file"):
+        scan_source(str(tmp_path), ALL)
 
 
 def test_empty_or_missing_location(tmp_path):

@@ -9,29 +9,46 @@ import numpy as np
 import soundfile
 from scipy.signal import resample_poly
 
+from resmm.data.decoded import AUDIO_EMPTY_OR_NAN, AUDIO_TRUNCATED, AUDIO_UNDECODABLE, Decoded
+
 _FRAME_SECONDS = 0.032
 _HOP_SECONDS = 0.016
 
 
 class AudioDecodeError(ValueError):
-    """The bytes are not decodable audio, or hold no finite samples."""
+    """The bytes are not decodable audio, or hold no finite samples; `reason` says which."""
+
+    def __init__(self, message: str, reason: str = AUDIO_UNDECODABLE):
+        super().__init__(message)
+        self.reason = reason
+
+
+def read_waveform(blob: bytes, sample_rate_hz: int, max_seconds: float) -> tuple[np.ndarray, bool]:
+    """One encoded clip -> (mono float32 waveform at sample_rate_hz cut to max_seconds, whether it was cut).
+
+    Only the first max_seconds of frames are read, so an hour-long upload costs no more memory or time than
+    a clip of the configured length.
+    """
+    try:
+        with soundfile.SoundFile(io.BytesIO(blob)) as clip:
+            source_rate = clip.samplerate
+            wanted = int(np.ceil(max_seconds * source_rate))
+            truncated = clip.frames > wanted
+            samples = clip.read(frames=min(wanted, max(clip.frames, 0)), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        raise AudioDecodeError(str(exc)) from exc
+    mono = samples.mean(axis=1)
+    if mono.size == 0 or not np.isfinite(mono).all():
+        raise AudioDecodeError("empty or non-finite audio", AUDIO_EMPTY_OR_NAN)
+    if source_rate != sample_rate_hz:
+        common = gcd(int(source_rate), sample_rate_hz)
+        mono = resample_poly(mono, sample_rate_hz // common, int(source_rate) // common).astype(np.float32)
+    return mono[: int(max_seconds * sample_rate_hz)], truncated
 
 
 def decode_waveform(blob: bytes, sample_rate_hz: int, max_seconds: float) -> np.ndarray:
     """One encoded clip -> mono float32 waveform at sample_rate_hz, cut to max_seconds."""
-    try:
-        samples, source_rate = soundfile.read(io.BytesIO(blob), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioDecodeError(str(exc)) from exc
-    # Cut before resampling so an hour-long upload costs no more than max_seconds of work.
-    samples = samples[: int(np.ceil(max_seconds * source_rate))]
-    mono = samples.mean(axis=1)
-    if mono.size == 0 or not np.isfinite(mono).all():
-        raise AudioDecodeError("empty or non-finite audio")
-    if source_rate != sample_rate_hz:
-        common = gcd(int(source_rate), sample_rate_hz)
-        mono = resample_poly(mono, sample_rate_hz // common, int(source_rate) // common).astype(np.float32)
-    return mono[: int(max_seconds * sample_rate_hz)]
+    return read_waveform(blob, sample_rate_hz, max_seconds)[0]
 
 
 @lru_cache(maxsize=8)
@@ -72,20 +89,29 @@ def log_mel(waveforms: np.ndarray, sample_rate_hz: int, n_mels: int) -> np.ndarr
     return ((np.log(mel + 1e-6) + 5.0) / 5.0).transpose(0, 2, 1).astype(np.float32)  # (N, n_mels, T)
 
 
-def decode_audios(blobs, sample_rate_hz: int, max_seconds: float, n_mels: int) -> tuple[np.ndarray, np.ndarray]:
-    """A column of encoded clips (None = missing) -> ((N, n_mels, T) float32 log-mel, (N,) presence bool)."""
+def read_waveforms(blobs, sample_rate_hz: int, max_seconds: float) -> Decoded:
+    """A column of encoded clips (None = missing) -> (N, L) zero-padded waveforms, presence, per-row event."""
     length = int(max_seconds * sample_rate_hz)
     waveforms = np.zeros((len(blobs), length), dtype=np.float32)
     present = np.zeros(len(blobs), dtype=bool)
+    events: list = [None] * len(blobs)
     for i, blob in enumerate(blobs):
         if blob is None or len(blob) == 0:
             continue
         try:
-            wave = decode_waveform(blob, sample_rate_hz, max_seconds)
-        except AudioDecodeError:
-            continue  # undecodable or empty audio is a missing modality (counted by the caller)
+            wave, truncated = read_waveform(blob, sample_rate_hz, max_seconds)
+        except AudioDecodeError as exc:
+            events[i] = exc.reason  # undecodable or empty audio is a missing modality
+            continue
         waveforms[i, : wave.size] = wave
         present[i] = True
+        events[i] = AUDIO_TRUNCATED if truncated else None
+    return Decoded(waveforms, present, events)
+
+
+def decode_audios(blobs, sample_rate_hz: int, max_seconds: float, n_mels: int) -> Decoded:
+    """A column of encoded clips (None = missing) -> (N, n_mels, T) float32 log-mel, presence, per-row event."""
+    waveforms, present, events = read_waveforms(blobs, sample_rate_hz, max_seconds)
     spectrograms = log_mel(waveforms, sample_rate_hz, n_mels)
     spectrograms[~present] = 0.0
-    return spectrograms, present
+    return Decoded(spectrograms, present, events)

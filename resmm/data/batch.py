@@ -8,7 +8,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from resmm.data.audio import decode_audios, spectrogram_shape
+from resmm.data.audio import decode_audios, read_waveforms, spectrogram_shape
+from resmm.data.decoded import Decoded
 from resmm.data.image import decode_images
 from resmm.data.text import tokenize_texts
 
@@ -42,6 +43,9 @@ class PreprocessSpec:
     audio_sample_rate_hz: int
     audio_max_seconds: float
     audio_n_mels: int
+    # Input limits on untrusted bytes (defaults keep models saved before the limits existed loadable).
+    image_max_pixels: int = 25_000_000
+    text_max_chars: int = 20_000
 
     @classmethod
     def from_config(cls, data_cfg, modalities: Sequence[str], classes: Sequence[str]) -> "PreprocessSpec":
@@ -55,6 +59,8 @@ class PreprocessSpec:
             audio_sample_rate_hz=data_cfg.audio_sample_rate_hz,
             audio_max_seconds=data_cfg.audio_max_seconds,
             audio_n_mels=data_cfg.audio_n_mels,
+            image_max_pixels=data_cfg.image_max_pixels,
+            text_max_chars=data_cfg.text_max_chars,
         )
 
     def input_shape(self, modality: str) -> tuple[int, ...]:
@@ -80,25 +86,28 @@ class BatchPreprocessor:
         self.spec = spec
         self._class_index = {name: i for i, name in enumerate(spec.classes)}
 
+    def decode_column(self, modality: str, cells: list, features: bool = True) -> Decoded:
+        """Decode one modality's cells. features=False skips the work that cannot fail (the audio spectrogram),
+        for the validation pass that only needs presence and events; presence is identical either way."""
+        spec = self.spec
+        if modality == "image":
+            return decode_images(cells, spec.image_size_px, spec.image_channels, spec.image_max_pixels)
+        if modality == "text":
+            return tokenize_texts(cells, spec.text_max_tokens, spec.text_vocab_buckets, spec.text_max_chars)
+        if modality == "audio":
+            decode = decode_audios if features else _waveforms_only
+            return decode(cells, spec.audio_sample_rate_hz, spec.audio_max_seconds, spec.audio_n_mels)
+        raise KeyError(modality)
+
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
         rows = len(next(iter(batch.values())))
         out: dict[str, np.ndarray] = {}
-        decoders = {
-            "image": lambda col: decode_images(col, self.spec.image_size_px, self.spec.image_channels),
-            "text": lambda col: tokenize_texts(col, self.spec.text_max_tokens, self.spec.text_vocab_buckets),
-            "audio": lambda col: decode_audios(
-                col, self.spec.audio_sample_rate_hz, self.spec.audio_max_seconds, self.spec.audio_n_mels
-            ),
-        }
         for modality in self.spec.modalities:
             column = batch.get(modality)
-            if column is None:
-                column = [None] * rows
-            values, present = decoders[modality](_cells(column))
+            values, present, _ = self.decode_column(modality, column_cells(column, rows))
             out[modality] = values
             out[f"{modality}_present"] = present.astype(np.float32)
-        labels = batch.get("label")
-        out["label"] = self.label_indices(_cells(labels) if labels is not None else [None] * rows)
+        out["label"] = self.label_indices(column_cells(batch.get("label"), rows))
         return out
 
     def label_indices(self, labels) -> np.ndarray:
@@ -107,9 +116,17 @@ class BatchPreprocessor:
         )
 
 
-def _cells(column) -> list:
-    """A numpy / pandas / list column -> a list of Python cells with None for nulls."""
-    if hasattr(column, "tolist"):
+def _waveforms_only(cells, sample_rate_hz: int, max_seconds: float, n_mels: int) -> Decoded:
+    return read_waveforms(cells, sample_rate_hz, max_seconds)
+
+
+def column_cells(column, rows: int) -> list:
+    """A numpy / pandas / pyarrow / list column (None = absent column) -> Python cells with None for nulls."""
+    if column is None:
+        return [None] * rows
+    if hasattr(column, "to_pylist"):
+        column = column.to_pylist()
+    elif hasattr(column, "tolist"):
         column = column.tolist()
     return [None if _is_null(v) else v for v in column]
 

@@ -7,6 +7,8 @@ import zlib
 
 import numpy as np
 
+from resmm.data.decoded import TEXT_TRUNCATED, Decoded
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -28,15 +30,21 @@ def tokenize(text: str, max_tokens: int, buckets: int) -> list[int]:
     return ids[:max_tokens]
 
 
-def tokenize_texts(texts, max_tokens: int, buckets: int) -> tuple[np.ndarray, np.ndarray]:
-    """A column of strings (None = missing) -> ((N, max_tokens) int64 ids, 0-padded; (N,) presence bool)."""
+def tokenize_texts(texts, max_tokens: int, buckets: int, max_chars: int) -> Decoded:
+    """A column of strings (None = missing) -> (N, max_tokens) int64 ids (0-padded), presence, per-row event.
+
+    Strings are cut to max_chars before normalisation, so a megabyte-long cell costs no more than that.
+    """
     out = np.zeros((len(texts), max_tokens), dtype=np.int64)
     present = np.zeros(len(texts), dtype=bool)
+    events: list = [None] * len(texts)
     for i, text in enumerate(texts):
         if text is None or not isinstance(text, str):
             continue
+        if len(text) > max_chars:
+            text, events[i] = text[:max_chars], TEXT_TRUNCATED
         ids = tokenize(text, max_tokens, buckets)
         if ids:  # an empty or punctuation-only string carries no signal: treat as missing
             out[i, : len(ids)] = ids
             present[i] = True
-    return out, present
+    return Decoded(out, present, events)

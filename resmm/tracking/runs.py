@@ -66,6 +66,10 @@ def log_metrics(tracking_uri: str, run_id: str, metrics: dict, step: int) -> Non
     )
 
 
+def metric_history(tracking_uri: str, run_id: str, key: str) -> list:
+    return MlflowClient(tracking_uri).get_metric_history(run_id, key)
+
+
 def log_dict(tracking_uri: str, run_id: str, payload: dict, artifact_file: str) -> None:
     MlflowClient(tracking_uri).log_dict(run_id, payload, artifact_file)
 

@@ -73,7 +73,7 @@ def fit(
             checkpoint_config=CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=SELECTION_METRIC, checkpoint_score_order="max"
             ),
-            failure_config=FailureConfig(max_failures=0),
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
         ),
         datasets=datasets,
         # Only the training set is sharded; rank 0 validates on the whole validation set.

@@ -29,6 +29,9 @@ from resmm.tracking import runs
 
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.json"
+# Rank 0 logs this MLflow metric (value: unix time) whenever a worker group starts, so the driver can count
+# Ray Train's restarts, which Ray does not report.
+WORKER_GROUP_STARTED = "train_worker_group_started_at"
 
 
 def report_progress(message: str) -> None:
@@ -201,6 +204,8 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
     torch.manual_seed(cfg.train.seed)
     device = ray.train.torch.get_device()
+    if rank == 0:
+        runs.log_metrics(loop_config["tracking_uri"], loop_config["run_id"], {WORKER_GROUP_STARTED: time.time()}, step=0)
 
     model = build_model(cfg.model, spec, cfg.data.impute)
     optimizer_state, start_epoch = None, 0

@@ -40,11 +40,13 @@ def test_three_row_batch_decodes_every_modality_and_marks_missing(spec):
 
 
 def test_undecodable_bytes_become_a_missing_modality():
-    images, present = decode_images([b"not an image", png_bytes()], 16, 1)
+    images, present, events = decode_images([b"not an image", png_bytes()], 16, 1, 10_000)
     np.testing.assert_array_equal(present, [False, True])
+    assert events == ["image_undecodable", None]
     assert not images[0].any()
-    spectrograms, present = decode_audios([b"RIFF....junk", b""], 8000, 1.0, 16)
+    spectrograms, present, events = decode_audios([b"RIFF....junk", b""], 8000, 1.0, 16)
     np.testing.assert_array_equal(present, [False, False])
+    assert events == ["audio_undecodable", None]  # empty bytes are plainly missing, not a fault
     assert not spectrograms.any()
 
 
@@ -71,7 +73,7 @@ def test_tokens_are_stable_and_robust_to_typos():
     assert tokenize("Quatre", 48, 8192) == tokenize("quatre", 48, 8192)
     assert len(clean & typo) >= 3  # shared character trigrams survive the typo
     assert not clean & other
-    ids, present = tokenize_texts(["", "  ", "ok"], 8, 64)
+    ids, present, _ = tokenize_texts(["", "  ", "ok"], 8, 64, 100)
     np.testing.assert_array_equal(present, [False, False, True])
     assert ids.max() < 64 and ids[2, 0] > 0
 

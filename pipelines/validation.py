@@ -1,0 +1,248 @@
+"""The validation stage: one streaming Ray Data pass that finds faulty files and rows before anything trains.
+
+read (row hash + path) → inspect each batch with the very decoders training uses → the driver sums the
+per-row verdicts, finds duplicate ids, checks every file's row count against its footer, and profiles the
+clean training rows. Quarantined rows are then streamed once more, alone, into a Parquet file with reasons.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+import ray.data
+
+from pipelines.ingest import ROW_HASH, DataProfile, Source, read_source, without_files
+from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells, label_name
+from resmm.data.decoded import INPUT_LIMITS, MODALITY_FAULTS
+from resmm.data.split import is_validation
+from resmm.quarantine import DUPLICATE_SAMPLE_ID, QuarantineReport, id_hashes, later_duplicates, row_faults
+from resmm.shards import ShardError, open_filesystem
+
+QUARANTINE_REASON = "quarantine_reason"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What counts as a fault in one source."""
+
+    labelled: bool  # the split must carry labels (training, evaluation)
+    null_label_is_fault: bool  # data.unlabeled_rows == "quarantine"
+    classes: tuple[str, ...] | None  # data.classes when configured
+    val_fraction: float | None  # hash-split the rows into train/val sides (None: one side)
+
+
+def inspect_batch(table: pa.Table, *, spec: dict, rules: Rules) -> pa.Table:
+    """map_batches stage: one verdict row per input row (ids hashed, bytes dropped).
+
+    Columns: row_hash, path, id_hash, is_val, label, pattern (bit i = modality i present after decoding),
+    reason (row fault or null), events (comma-joined modality faults and limits, or null).
+    """
+    preprocessor = BatchPreprocessor(PreprocessSpec(**spec))
+    rows = table.num_rows
+    sample_ids = column_cells(table.column("sample_id"), rows)
+    names = table.column_names
+    labels = [label_name(v) for v in column_cells(table.column("label") if "label" in names else None, rows)]
+    classes = set(rules.classes) if rules.classes else None
+    reasons = row_faults(sample_ids, labels, classes, rules.labelled and rules.null_label_is_fault)
+    pattern = np.zeros(rows, dtype=np.int8)
+    events: list[list[str]] = [[] for _ in range(rows)]
+    for bit, modality in enumerate(preprocessor.spec.modalities):
+        cells = column_cells(table.column(modality) if modality in names else None, rows)
+        decoded = preprocessor.decode_column(modality, cells, features=False)
+        pattern |= decoded.present.astype(np.int8) << bit
+        for i, event in enumerate(decoded.events):
+            if event:
+                events[i].append(event)
+    is_val = (is_validation(sample_ids, rules.val_fraction) if rules.val_fraction is not None
+              else np.zeros(rows, dtype=bool))
+    return pa.table({
+        ROW_HASH: table.column(ROW_HASH),
+        "path": table.column("path"),
+        "id_hash": pa.array(id_hashes(sample_ids), pa.uint64()),
+        "is_val": pa.array(is_val),
+        "label": pa.array(labels, pa.string()),
+        "pattern": pa.array(pattern),
+        "reason": pa.array(reasons, pa.string()),
+        "events": pa.array([",".join(e) if e else None for e in events], pa.string()),
+    })
+
+
+@dataclass
+class _Verdicts:
+    """Driver-side sums of the inspected batches: 20 bytes per clean row (id digest, row hash, group)."""
+
+    modalities: tuple[str, ...]
+    rows_by_path: Counter = field(default_factory=Counter)
+    groups: dict = field(default_factory=dict)  # (is_val, label, pattern) -> group code
+    id_digests: list = field(default_factory=list)
+    row_keys: list = field(default_factory=list)
+    group_codes: list = field(default_factory=list)
+    quarantined: dict = field(default_factory=dict)  # row_hash -> reason
+    report: QuarantineReport = field(default_factory=QuarantineReport)
+
+    def add(self, batch: pa.Table) -> None:
+        self.rows_by_path.update(batch.column("path").to_pylist())
+        reasons = batch.column("reason").to_pylist()
+        row_hashes = batch.column(ROW_HASH).to_numpy()
+        clean = np.array([r is None for r in reasons], dtype=bool)
+        for row_hash, reason in zip(row_hashes[~clean].tolist(), (r for r in reasons if r is not None)):
+            self.quarantined[row_hash] = reason
+            self.report.rows[reason] += 1
+        for cell, ok in zip(batch.column("events").to_pylist(), clean):
+            for event in (cell.split(",") if cell and ok else ()):
+                (self.report.modalities_marked_missing if event in MODALITY_FAULTS
+                 else self.report.input_limits)[event] += 1
+        keys = zip(batch.column("is_val").to_pylist(), batch.column("label").to_pylist(),
+                   batch.column("pattern").to_pylist())
+        codes = [self.groups.setdefault(key, len(self.groups)) for key, ok in zip(keys, clean) if ok]
+        self.id_digests.append(batch.column("id_hash").to_numpy()[clean])
+        self.row_keys.append(row_hashes[clean])
+        self.group_codes.append(np.asarray(codes, dtype=np.int32))
+
+    def quarantine_duplicates(self) -> np.ndarray:
+        """Mark every copy of an id but one as a duplicate; returns the group codes of the rows kept."""
+        ids = np.concatenate(self.id_digests) if self.id_digests else np.zeros(0, np.uint64)
+        keys = np.concatenate(self.row_keys) if self.row_keys else np.zeros(0, np.uint64)
+        codes = np.concatenate(self.group_codes) if self.group_codes else np.zeros(0, np.int32)
+        repeated = later_duplicates(ids, keys)
+        for row_hash in keys[repeated].tolist():
+            self.quarantined[row_hash] = DUPLICATE_SAMPLE_ID
+        if repeated.any():
+            self.report.rows[DUPLICATE_SAMPLE_ID] += int(repeated.sum())
+        return codes[~repeated]
+
+    def profile(self, codes: np.ndarray, validation_side: bool) -> DataProfile:
+        counts = np.bincount(codes, minlength=len(self.groups))
+        classes, presence, by_class, rows = Counter(), Counter(), {}, 0
+        for (is_val, label, pattern), code in self.groups.items():
+            n = int(counts[code])
+            if is_val != validation_side or n == 0:
+                continue
+            rows += n
+            classes[label] += n
+            for bit, modality in enumerate(self.modalities):
+                if pattern >> bit & 1:
+                    presence[modality] += n
+                    by_class.setdefault(label, Counter())[modality] += n
+        return DataProfile(
+            rows=rows, class_counts=dict(classes), presence={m: presence[m] for m in self.modalities},
+            presence_by_class={k: dict(v) for k, v in by_class.items()},
+        )
+
+
+@dataclass
+class Validation:
+    """The validation stage's outcome for one source."""
+
+    source: Source  # without the files found unreadable
+    train_profile: DataProfile  # the clean rows of the training side (every clean row when not split)
+    val_profile: DataProfile | None  # the clean rows of the validation side when split
+    quarantined: dict  # row_hash -> reason
+    report: QuarantineReport
+
+    @property
+    def quarantined_row_hashes(self) -> np.ndarray:
+        return np.sort(np.fromiter(self.quarantined, dtype=np.uint64, count=len(self.quarantined)))
+
+
+def probe_file(row: dict, *, columns: list[str]) -> dict:
+    """Ray Data stage: read one file's columns end to end; the reason it fails, or '' when it reads."""
+    fs, path = open_filesystem(row["url"])
+    try:
+        with fs.open(path, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            for _ in parquet.iter_batches(columns=[c for c in columns if c in parquet.schema_arrow.names]):
+                pass
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        return {"url": row["url"], "reason": f"unreadable Parquet data: {exc}"}
+    return {"url": row["url"], "reason": ""}
+
+
+def unreadable_files(source: Source, columns: list[str]) -> list[dict]:
+    """Files that fail to read past their footer (corrupt pages), found one file per task."""
+    probes = ray.data.from_items([{"url": s.url} for s in source.shards]).map(
+        probe_file, fn_kwargs={"columns": columns}
+    )
+    return [{"path": r["url"], "reason": r["reason"]} for r in probes.take_all() if r["reason"]]
+
+
+def _inspect(source: Source, spec: PreprocessSpec, rules: Rules, batch_rows: int) -> _Verdicts:
+    columns = ["sample_id", "label", *spec.modalities]
+    inspected = read_source(source, columns, row_hashes=True, paths=True).map_batches(
+        inspect_batch, batch_format="pyarrow", batch_size=batch_rows,
+        fn_kwargs={"spec": dataclasses.asdict(spec), "rules": rules},
+    )
+    verdicts = _Verdicts(spec.modalities)
+    for batch in inspected.iter_batches(batch_format="pyarrow", batch_size=None):
+        verdicts.add(batch)
+    return verdicts
+
+
+def validate_source(source: Source, spec: PreprocessSpec, rules: Rules, *, batch_rows: int = 256,
+                    progress=print) -> Validation:
+    """Run the validation stage over every row of `source`; see resmm.quarantine for the policy per fault."""
+    columns = ["sample_id", "label", *spec.modalities]
+    try:
+        verdicts = _inspect(source, spec, rules, batch_rows)
+    except (ray.exceptions.RayError, OSError, pa.ArrowException) as exc:
+        # A file whose footer reads but whose pages do not fails its whole read task, good files and all:
+        # find it file by file, set it aside, and read the rest again.
+        bad = unreadable_files(source, columns)
+        if not bad:
+            raise
+        progress(f"[resmm] {len(bad)} file(s) unreadable past their footer; skipping them: "
+                 + ", ".join(b["path"] for b in bad))
+        source = without_files(source, bad)
+        if not source.shards:
+            raise ShardError(f"data path '{source.url}': no readable Parquet file left") from exc
+        verdicts = _inspect(source, spec, rules, batch_rows)
+    for shard in source.shards:  # the reader must have delivered every row each footer promised
+        read = verdicts.rows_by_path.get(shard.path, 0)
+        if read != shard.num_rows:
+            raise ShardError(f"{shard.url}: read {read} rows but its footer says {shard.num_rows}; "
+                             "was the file rewritten during the run?")
+    kept_codes = verdicts.quarantine_duplicates()
+    verdicts.report.files = list(source.unreadable)
+    split = rules.val_fraction is not None
+    return Validation(
+        source=source,
+        train_profile=verdicts.profile(kept_codes, validation_side=False),
+        val_profile=verdicts.profile(kept_codes, validation_side=True) if split else None,
+        quarantined=verdicts.quarantined,
+        report=verdicts.report,
+    )
+
+
+def keep_rows(table: pa.Table, *, row_hashes: np.ndarray) -> pa.Table:
+    """map_batches stage: only the given rows (by Ray's row_hash)."""
+    return table.filter(pa.array(np.isin(table.column(ROW_HASH).to_numpy(), row_hashes)))
+
+
+def write_quarantine(validation: Validation, columns: list[str], destination: str) -> int:
+    """Stream the quarantined rows (their contract columns, source path, row hash and reason) into one
+    Parquet file at `destination` (any fsspec URL); returns the rows written. Memory stays one batch."""
+    if not validation.quarantined:
+        return 0
+    rows = read_source(validation.source, columns, row_hashes=True, paths=True).map_batches(
+        keep_rows, batch_format="pyarrow", fn_kwargs={"row_hashes": validation.quarantined_row_hashes}
+    )
+    fs, path = open_filesystem(destination)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    written, writer = 0, None
+    with fs.open(path, "wb") as handle:
+        for batch in rows.iter_batches(batch_format="pyarrow", batch_size=None):
+            reasons = [validation.quarantined[h] for h in batch.column(ROW_HASH).to_pylist()]
+            batch = batch.append_column(QUARANTINE_REASON, pa.array(reasons, pa.string()))
+            if writer is None:
+                writer = pq.ParquetWriter(handle, batch.schema)
+            writer.write_table(batch.cast(writer.schema))
+            written += batch.num_rows
+        if writer is not None:
+            writer.close()
+    return written
+
