@@ -279,6 +279,7 @@ def run_training(cfg: Config, progress=print, initial_weights: dict | None = Non
         "data_profile": profile.as_summary(),
         "quarantine": quarantine.as_summary(),
         "restarts": restarts,
+        "start_epoch": worker.get("start_epoch", 0),  # > 0: resumed from a checkpoint of an earlier attempt
         "fed_class_counts": worker.get("fed_class_counts", {}),
         "robustness": robustness,
         "retrieval": retrieval,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
@@ -61,8 +62,11 @@ def log_metrics(tracking_uri: str, run_id: str, metrics: dict, step: int) -> Non
         for k, v in metrics.items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
     }
+    # Real timestamps: a resumed epoch logs the same step again, and MLflow's logged-model metrics are unique
+    # per (name, timestamp, step).
+    now_ms = int(time.time() * 1000)
     MlflowClient(tracking_uri).log_batch(
-        run_id, metrics=[mlflow.entities.Metric(k, v, 0, step) for k, v in scalars.items()]
+        run_id, metrics=[mlflow.entities.Metric(k, v, now_ms, step) for k, v in scalars.items()]
     )
 
 

@@ -68,6 +68,28 @@ def service_env(**extra) -> dict:
     return env
 
 
+HEAD_SESSIONS: dict[str, int] = {}  # dashboard URL -> session id of the head's processes (workers included)
+
+
+def cluster_pids(dashboard_url: str, title: str) -> list[int]:
+    """PIDs of this test cluster's processes whose title starts with `title` (e.g. 'ray::RayTrainWorker').
+
+    Only processes in the head's own session qualify, so another Ray on the machine is never touched.
+    """
+    session = HEAD_SESSIONS[dashboard_url]
+    pids = []
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            title_now = (proc_dir / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            if title_now.startswith(title) and os.getsid(int(proc_dir.name)) == session:
+                pids.append(int(proc_dir.name))
+        except (OSError, ProcessLookupError):
+            continue
+    return pids
+
+
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory):
     """`ray start --head --block` with token authentication (Ray's default); yields the dashboard URL."""
@@ -86,6 +108,7 @@ def ray_head(tmp_path_factory):
         env=service_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{dashboard_port}"
+    HEAD_SESSIONS[url] = proc.pid  # start_new_session: the head leads its own session
     try:
         # 401 means the dashboard is up and enforcing the token.
         wait_http(f"{url}/api/version", ok_codes=(200, 401), proc=proc, timeout_s=180)
@@ -125,18 +148,22 @@ def demo_slice(tmp_path_factory) -> Path:
     return build(tmp_path_factory.mktemp("demo") / "demo", DemoSpec(rows=1500, shards=4), progress=lambda _: None)
 
 
-def submit_job(dashboard_url: str, entrypoint_args: list[str], env_vars: dict, timeout_s: int = 900):
+def job_submit_command(dashboard_url: str, entrypoint_args: list[str], env_vars: dict, submit_args=()) -> list[str]:
+    import json
+
+    return [str(BIN / "ray"), "job", "submit", "--address", dashboard_url, "--working-dir", str(REPO),
+            "--runtime-env-json", json.dumps({"env_vars": env_vars}), *submit_args, "--", "python", *entrypoint_args]
+
+
+def submit_job(dashboard_url: str, entrypoint_args: list[str], env_vars: dict, timeout_s: int = 900, submit_args=()):
     """`ray job submit --working-dir <repo> -- python jobs/...` and wait for it; returns the CompletedProcess.
 
     The head's job agent can come up after the dashboard answers; Ray says to retry then, and so do we.
     """
-    import json
-
     deadline = time.time() + 120
     while True:
         completed = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", dashboard_url, "--working-dir", str(REPO),
-             "--runtime-env-json", json.dumps({"env_vars": env_vars}), "--", "python", *entrypoint_args],
+            job_submit_command(dashboard_url, entrypoint_args, env_vars, submit_args),
             env=service_env(), capture_output=True, text=True, timeout=timeout_s,
         )
         if "No available agent to submit job" not in completed.stderr + completed.stdout or time.time() > deadline:

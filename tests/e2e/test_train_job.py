@@ -73,6 +73,11 @@ def test_run_reports_profile_fed_counts_and_robustness(submitted_run, mlflow_ser
     profile = summary["data_profile"]
     assert set(profile["presence"]) == {"image", "text", "audio"}
     assert sum(profile["class_counts"].values()) + profile["unlabeled_rows"] == profile["rows"]
+    # The demo's unlabeled rows are quarantined (data.unlabeled_rows=quarantine) and written with reasons.
+    quarantine = summary["quarantine"]
+    assert quarantine["rows"]["null_label"] == quarantine["rows_total"] > 0 and quarantine["files"] == []
+    assert pq.read_table(quarantine["location"]).num_rows == quarantine["rows_total"]
+    assert summary["restarts"] == 0 and summary["start_epoch"] == 0
     assert all(0 < profile["presence"][m] < profile["rows"] for m in profile["presence"])
     assert set(summary["fed_class_counts"]) == set(summary["classes"])
     assert sum(summary["fed_class_counts"].values()) > 0.8 * sum(profile["class_counts"].values())
