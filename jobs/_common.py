@@ -13,11 +13,19 @@ if str(REPO_ROOT) not in sys.path:
 
 from resmm.config import ConfigError, load_config
 from resmm.contract import ContractError
+from resmm.secrets import redact_text
 from resmm.shards import ShardError
 from resmm.summary import write_json
+from resmm.tracking.runs import TrackingAccessError
 
-USER_ERRORS = (ConfigError, ContractError, ShardError)
+USER_ERRORS = (ConfigError, ContractError, ShardError, TrackingAccessError)
 EXIT_USER_ERROR = 2
+
+
+def report_user_error(exc: Exception) -> int:
+    """One line on stderr (secrets masked), no traceback; the exit code for a user mistake."""
+    print(f"resmm: {redact_text(str(exc))}", file=sys.stderr)
+    return EXIT_USER_ERROR
 
 
 def config_job_main(description: str, body, argv: list[str] | None = None) -> int:
@@ -38,8 +46,7 @@ def run_job(body, config_path, overrides, summary_path) -> int:
         cfg = load_config(config_path, overrides)
         summary = body(cfg)
     except USER_ERRORS as exc:
-        print(f"resmm: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return report_user_error(exc)
     if summary_path:
         write_json(summary, summary_path)
         print(f"[resmm] summary written to {summary_path}")

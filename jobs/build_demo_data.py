@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import _common  # noqa: F401  (puts the repo root on sys.path)
+from _common import report_user_error  # also puts the repo root on sys.path
 from resmm.datasets import demo
 
 
@@ -29,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         demo.build(args.out, spec)
     except RuntimeError as exc:
-        print(f"resmm: {exc}", file=sys.stderr)
-        return 2
+        return report_user_error(exc)
     return 0
 
 

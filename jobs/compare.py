@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _common import EXIT_USER_ERROR, USER_ERRORS, REPO_ROOT
+from _common import REPO_ROOT, USER_ERRORS, report_user_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = run_grid(load_grid(args.grid), args.config, args.overrides)
     except USER_ERRORS as exc:
-        print(f"resmm: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return report_user_error(exc)
     json_path, md_path = write_results(rows, args.out)
     print(markdown_table(rows))
     print(f"[compare] wrote {json_path} and {md_path}")

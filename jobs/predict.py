@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from _common import EXIT_USER_ERROR, USER_ERRORS
+from _common import USER_ERRORS, report_user_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,10 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.ingest import scan_source
     from pipelines.training import connect_ray
     from resmm.shards import ShardError, list_parquet_files, open_filesystem, read_footers
-    from resmm.tracking.runs import resolve_tracking_uri
+    from resmm.tracking.runs import check_tracking_access, resolve_tracking_uri
 
     started = time.perf_counter()
     try:
+        check_tracking_access(resolve_tracking_uri())
         source = scan_source(args.input, [], labelled=False)
         if source.unreadable:  # prediction owes a row for every input row: refuse rather than skip
             bad = source.unreadable[0]
@@ -39,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         if out_fs.exists(out_path) and out_fs.ls(out_path):
             raise ShardError(f"output '{args.output}' already holds files; choose a new location")
     except USER_ERRORS as exc:
-        print(f"resmm: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return report_user_error(exc)
     connect_ray()
     print(f"[predict] {source.num_rows} rows in {len(source.shards)} shards with {args.model_uri}")
     predictions = predict_source(source, args.model_uri, resolve_tracking_uri(),

@@ -50,7 +50,8 @@ def decide(cfg: Config, champion_scores: dict | None, challenger_scores: dict) -
     )
 
 
-def run_retrain(cfg: Config, progress=print) -> dict:
+def run_retrain(cfg: Config, progress=say) -> dict:
+    runs.check_tracking_access(runs.resolve_tracking_uri())
     data_url = resolve_data_path(cfg, progress)
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": data_url})})
     source = scan_source(data_url, list(cfg.model.modalities))

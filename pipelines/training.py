@@ -18,6 +18,7 @@ from resmm.datasets import demo
 from resmm.fingerprint import data_fingerprint
 from resmm.models.builders import build_model
 from resmm.quarantine import QuarantineReport
+from resmm.secrets import say
 from resmm.summary import format_table
 from resmm.tracking import lineage as lineage_dataset
 from resmm.tracking import plots, registry, runs
@@ -37,7 +38,7 @@ def git_commit() -> str:
         return "unknown"
 
 
-def resolve_data_path(cfg: Config, progress=print) -> str:
+def resolve_data_path(cfg: Config, progress=say) -> str:
     """`data.path`, or the built-in demo dataset (built on first use, then cached)."""
     if cfg.data.path:
         return cfg.data.path
@@ -146,7 +147,7 @@ def count_restarts(tracking_uri: str, run_id: str, since: float) -> int:
     return max(0, len(starts) - 1)
 
 
-def run_training(cfg: Config, progress=print, initial_weights: dict | None = None, train_source=None) -> dict:
+def run_training(cfg: Config, progress=say, initial_weights: dict | None = None, train_source=None) -> dict:
     """Train, track and register one model; returns the summary dict.
 
     initial_weights: a state dict to start from (warm start); ignored when a checkpoint of the run exists.
@@ -154,6 +155,7 @@ def run_training(cfg: Config, progress=print, initial_weights: dict | None = Non
     footers are read once and the recorded fingerprint is exactly the one the caller decided on.
     """
     started = time.perf_counter()
+    runs.check_tracking_access(runs.resolve_tracking_uri())  # bad credentials fail now, not after training
     data_url = resolve_data_path(cfg, progress)
     modalities = list(cfg.model.modalities)
 

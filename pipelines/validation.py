@@ -21,6 +21,7 @@ from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells, la
 from resmm.data.decoded import INPUT_LIMITS, MODALITY_FAULTS
 from resmm.data.split import is_validation
 from resmm.quarantine import DUPLICATE_SAMPLE_ID, QuarantineReport, id_hashes, later_duplicates, row_faults
+from resmm.secrets import say
 from resmm.shards import ShardError, open_filesystem
 
 QUARANTINE_REASON = "quarantine_reason"
@@ -184,7 +185,7 @@ def _inspect(source: Source, spec: PreprocessSpec, rules: Rules, batch_rows: int
 
 
 def validate_source(source: Source, spec: PreprocessSpec, rules: Rules, *, batch_rows: int = 256,
-                    progress=print) -> Validation:
+                    progress=say) -> Validation:
     """Run the validation stage over every row of `source`; see resmm.quarantine for the policy per fault."""
     columns = ["sample_id", "label", *spec.modalities]
     try:

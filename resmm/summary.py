@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from resmm.secrets import redact
+
 
 def format_table(summary: dict) -> str:
     metrics = summary.get("metrics", {})
@@ -45,4 +47,4 @@ def format_table(summary: dict) -> str:
 def write_json(summary: dict, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2, sort_keys=True))
+    path.write_text(json.dumps(redact(summary), indent=2, sort_keys=True))

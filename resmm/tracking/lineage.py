@@ -7,9 +7,12 @@ from mlflow.data.http_dataset_source import HTTPDatasetSource
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.exceptions import MlflowException
 
+from resmm.secrets import redact_text
+
 
 def log_training_data(tracking_uri: str, run_id: str, data_url: str, fingerprint: dict, context: str = "training"):
     """Record which shards trained the run: a metadata-only dataset whose digest is the data fingerprint."""
+    data_url = redact_text(data_url)
     try:
         source = resolve_dataset_source(data_url)
     except MlflowException:

@@ -11,6 +11,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
 
 import resmm
+from resmm.secrets import redact
 from resmm.tracking.pyfunc_model import (
     BUNDLE_ARTIFACT,
     PREDICTED_LABEL,
@@ -76,7 +77,7 @@ def log_and_register(
             )
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient(tracking_uri)
-    for key, value in tags.items():
+    for key, value in redact(tags).items():
         client.set_model_version_tag(registered_model, version, key, str(value))
     return info.model_uri, version
 
@@ -97,7 +98,7 @@ def set_alias(tracking_uri: str, registered_model: str, alias: str, version: str
 
 def tag_version(tracking_uri: str, registered_model: str, version: str, tags: dict) -> None:
     client = mlflow.MlflowClient(tracking_uri)
-    for key, value in tags.items():
+    for key, value in redact(tags).items():
         client.set_model_version_tag(registered_model, str(version), key, str(value))
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from resmm.secrets import redact, redact_text
+
 _MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
 
@@ -21,12 +23,45 @@ def resolve_tracking_uri() -> str:
 RAY_RUN_TAG = "resmm.ray_train_run_name"
 
 
+class TrackingAccessError(RuntimeError):
+    """The tracking server is unreachable or refuses the credentials; a one-line message says which."""
+
+
+def check_tracking_access(tracking_uri: str, timeout_s: float = 15) -> None:
+    """One authenticated request to an HTTP tracking server, so that a wrong password or a dead server
+    fails the job in seconds with a clear message instead of after minutes of client retries."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import os
+
+    import requests
+
+    username, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    auth = (username, password) if username and password else None
+    headers = {"Authorization": f"Bearer {token}"} if token and auth is None else {}
+    url = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/experiments/search"
+    try:
+        response = requests.get(url, params={"max_results": 1}, auth=auth, headers=headers, timeout=timeout_s)
+    except requests.RequestException as exc:
+        raise TrackingAccessError(f"cannot reach the MLflow server at {tracking_uri}: {type(exc).__name__}") from None
+    if response.status_code in (401, 403):
+        given = "were refused" if (auth or headers) else "are missing"
+        raise TrackingAccessError(
+            f"the MLflow server at {tracking_uri} answered HTTP {response.status_code}: credentials {given}; set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+        )
+    if response.status_code >= 400:
+        raise TrackingAccessError(f"the MLflow server at {tracking_uri} answered HTTP {response.status_code}")
+
+
 def start_run(tracking_uri: str, experiment: str, run_name: str | None, params: dict, tags: dict) -> str:
     """Create the job's run (creating the experiment on first use), log the whole resolved config as params.
 
     With an explicit Ray Train run name, an unfinished run of the same name is reused: a retried job resumes
     its Ray Train checkpoint and keeps logging into the same MLflow run instead of duplicating it.
     """
+    params, tags = redact(params), redact(tags)  # a URL with a password, a key that reads like a secret
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
@@ -75,7 +110,7 @@ def metric_history(tracking_uri: str, run_id: str, key: str) -> list:
 
 
 def log_dict(tracking_uri: str, run_id: str, payload: dict, artifact_file: str) -> None:
-    MlflowClient(tracking_uri).log_dict(run_id, payload, artifact_file)
+    MlflowClient(tracking_uri).log_dict(run_id, redact(payload), artifact_file)
 
 
 def log_table(tracking_uri: str, run_id: str, columns: dict, artifact_file: str) -> None:
@@ -91,7 +126,7 @@ def log_figure(tracking_uri: str, run_id: str, figure, artifact_file: str) -> No
 
 def set_tags(tracking_uri: str, run_id: str, tags: dict) -> None:
     client = MlflowClient(tracking_uri)
-    for key, value in tags.items():
+    for key, value in redact(tags).items():
         client.set_tag(run_id, key, str(value))
 
 
@@ -103,6 +138,6 @@ def end_run(tracking_uri: str, run_id: str, status: str) -> None:
 def log_text_file(tracking_uri: str, run_id: str, text: str, artifact_file: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact_file).name
-        path.write_text(text)
+        path.write_text(redact_text(text))
         parent = str(Path(artifact_file).parent)
         MlflowClient(tracking_uri).log_artifact(run_id, str(path), None if parent == "." else parent)

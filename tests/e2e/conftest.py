@@ -169,3 +169,19 @@ def submit_job(dashboard_url: str, entrypoint_args: list[str], env_vars: dict, t
         if "No available agent to submit job" not in completed.stderr + completed.stdout or time.time() > deadline:
             return completed
         time.sleep(3)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """moto's S3-compatible server on loopback; yields its endpoint URL (clients set AWS_ENDPOINT_URL)."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/moto-api/", ok_codes=(200, 404), proc=proc, timeout_s=60)
+        yield url
+    finally:
+        stop(proc)
+        log.close()
