@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PYTEST_ARGS ?=
 
-.PHONY: train test test-fast compare demo-data system-deps clean
+.PHONY: train test test-fast compare bench demo-data system-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,24 @@ train: demo-data
 compare: demo-data
 	$(PY) jobs/compare.py $(ARGS)
 
+# Benchmarks against what users would pick instead; writes benchmarks/results/latest.{json,md}.
+# Petastorm 0.13.1 needs pyarrow 12 and numpy<2, so it gets a venv of its own.
+PETASTORM_VENV := .venv-petastorm
+$(PETASTORM_VENV)/.installed:
+	@test -x $(PETASTORM_VENV)/bin/python || $(PYTHON) -m venv $(PETASTORM_VENV)
+	@echo ">> installing Petastorm 0.13.1 into $(PETASTORM_VENV) (pyarrow 12, numpy<2)"
+	@$(PETASTORM_VENV)/bin/python -m pip install -q petastorm==0.13.1 pyarrow==12.0.1 "numpy<2" "pandas<2.3" \
+	  pillow soundfile "scipy<1.14" 2>&1 | $(PIP_FILTER)
+	@touch $@
+
+$(VENV)/.bench-installed: $(STAMP)
+	@$(PY) -m pip install -q -e '.[dev,bench]' 2>&1 | $(PIP_FILTER)
+	@touch $@
+
+bench: demo-data $(VENV)/.bench-installed $(PETASTORM_VENV)/.installed
+	$(PY) benchmarks/ingest.py $(ARGS)
+	$(PY) benchmarks/train_throughput.py
+
 test: $(STAMP) system-deps
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
@@ -48,4 +66,4 @@ test-fast: $(STAMP) system-deps
 	$(PY) -m pytest -ra -m "not e2e" $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) resmm_runs mlruns mlflow.db summary.json
+	rm -rf $(VENV) $(PETASTORM_VENV) resmm_runs mlruns mlflow.db summary.json

@@ -41,3 +41,20 @@ def test_model_actors_import_no_resmm_at_module_level():
         for alias in getattr(node, "names", [])
     }
     assert not top_level & {"resmm", "pipelines"}
+
+
+def test_nothing_is_unpickled_from_untrusted_paths():
+    """Weights load with torch.load(weights_only=True); no pickle.load / np.load(allow_pickle) anywhere."""
+    offenders = []
+    for package in ("resmm", "pipelines", "jobs"):
+        for path in (REPO / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, ast.Call):
+                    continue
+                name = ast.unparse(node.func)
+                keywords = {k.arg: ast.unparse(k.value) for k in node.keywords}
+                if name in ("pickle.load", "pickle.loads", "cloudpickle.load", "cloudpickle.loads", "joblib.load") or (
+                        name == "torch.load" and keywords.get("weights_only") != "True") or (
+                        name == "np.load" and keywords.get("allow_pickle") == "True"):
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno} {name}")
+    assert not offenders

@@ -1,0 +1,50 @@
+"""benchmarks/results/latest.{json,md}: every benchmark merges its own keys in, and the table is redrawn."""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def update_latest(keys: dict) -> Path:
+    """Merge `keys` into latest.json (other benchmarks' keys stay) and rewrite latest.md from it."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "latest.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results.update(keys)
+    results["machine"] = {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
+                          "platform": platform.platform(), "updated": time.strftime("%Y-%m-%d %H:%M:%S")}
+    path.write_text(json.dumps(results, indent=2, sort_keys=True))
+    (RESULTS / "latest.md").write_text(markdown(results))
+    return path
+
+
+def _fmt(value, digits=1):
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# resmm benchmarks ({results['machine']['cpus']} CPUs, {results['machine']['updated']})", ""]
+    ingest = results.get("ingest")
+    if ingest:
+        lines += ["## Ingest: the same shards and transforms, samples/s (median of runs) and peak RSS of the process tree",
+                  "", "| system | scale | samples/s (median) | runs | peak RSS MB (median) | vs resmm |",
+                  "|---|---|---|---|---|---|"]
+        for row in ingest["rows"]:
+            lines.append(f"| {row['system']} | {row['scale']}x | {_fmt(row['samples_per_s'])} | "
+                         f"{', '.join(_fmt(r) for r in row['runs_samples_per_s'])} | {_fmt(row['peak_rss_mb'], 0)} | "
+                         f"{_fmt(row.get('resmm_ratio'), 2)}x |")
+        lines += [""] + [f"- {note}" for note in ingest.get("notes", [])] + [""]
+    train = results.get("train")
+    if train:
+        lines += ["## Training throughput: the same model and loop, fed two ways", "",
+                  "| feed | samples/s (median) | runs | data-stall fraction |", "|---|---|---|---|"]
+        for name, row in train["rows"].items():
+            lines.append(f"| {name} | {_fmt(row['samples_per_s'])} | "
+                         f"{', '.join(_fmt(r) for r in row['runs_samples_per_s'])} | {_fmt(row['stall_fraction'], 3)} |")
+        lines += ["", f"Streaming / in-memory: **{_fmt(train['streaming_over_in_memory'], 3)}x**", ""]
+        lines += [f"- {note}" for note in train.get("notes", [])] + [""]
+    return "\n".join(lines)
