@@ -32,13 +32,15 @@ def feed_resmm(files: list[str], classes: list[str], class_counts: list[int]) ->
     import ray
     import torch
 
-    from pipelines.ingest import build_split, scan_source
+    from pipelines.ingest import Source, build_split
     from pipelines.training import connect_ray
     from resmm.data.resample import sampling_rates, target_shares
+    from resmm.shards import open_filesystem, read_footers
 
     connect_ray()
     ray.data.DataContext.get_current().enable_progress_bars = False
-    source = scan_source(str(Path(files[0]).parent), ["image", "text", "audio"])
+    fs, _ = open_filesystem(files[0])
+    source = Source(url=str(Path(files[0]).parent), filesystem=fs, shards=tuple(read_footers(fs, files)[0]))
     dataset = build_split(source, default_spec(classes), validation=None, val_fraction=0.1, batch_rows=BATCH_ROWS)
     counts = np.asarray(class_counts)
     rates = torch.tensor(sampling_rates(target_shares("balanced", counts, 0, 1, None), counts, int(counts.sum())))
@@ -135,7 +137,7 @@ def feed_petastorm(files: list[str], classes: list[str], class_counts: list[int]
         out = preprocess({c: frame[c].tolist() for c in COLUMNS})
         import pandas as pd
 
-        return pd.DataFrame({k: list(v) for k, v in out.items()})
+        return pd.DataFrame({k: list(np.ascontiguousarray(v)) for k, v in out.items()})
 
     edit_fields = [(m, np.float32 if m != "text" else np.int64, spec.input_shape(m), False) for m in spec.modalities]
     edit_fields += [(f"{m}_present", np.float32, (), False) for m in spec.modalities]

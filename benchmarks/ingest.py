@@ -73,21 +73,33 @@ def tree_rss_bytes(proc: psutil.Process) -> int:
     return total
 
 
-def run_once(system: str, job_file: Path) -> dict:
+def run_once(system: str, job_file: Path, timeout_s: float) -> dict | None:
+    """One fresh process; None (reported, never silently dropped) when it fails or runs past timeout_s."""
     python = str(PETASTORM_PYTHON) if system == "petastorm" else sys.executable
-    proc = subprocess.Popen([python, str(HERE / "feeds.py"), system, str(job_file)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    watched, peak = psutil.Process(proc.pid), 0
-    while proc.poll() is None:
-        try:
-            peak = max(peak, tree_rss_bytes(watched))
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
-    stdout, stderr = proc.communicate()
-    result = next((line for line in stdout.splitlines() if line.startswith("RESULT ")), None)
-    if proc.returncode != 0 or result is None:
-        raise RuntimeError(f"{system} feed failed (exit {proc.returncode}):\n{stderr[-3000:]}")
+    # Output goes to files, not pipes: a chatty child would block on a full pipe while we only sample RSS.
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([python, str(HERE / "feeds.py"), system, str(job_file)], cwd=REPO,
+                                stdout=out, stderr=err, text=True)
+        watched, peak, deadline = psutil.Process(proc.pid), 0, time.monotonic() + timeout_s
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                peak = max(peak, tree_rss_bytes(watched))
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+        if proc.poll() is None:
+            for child in watched.children(recursive=True):
+                child.kill()
+            proc.kill()
+            proc.wait()
+            print(f"[bench] {system} did not finish within {timeout_s:.0f} s; run counted as failed", flush=True)
+            return None
+        out.seek(0)
+        err.seek(0)
+        result = next((line for line in out.read().splitlines() if line.startswith("RESULT ")), None)
+        if proc.returncode != 0 or result is None:
+            print(f"[bench] {system} failed (exit {proc.returncode}): {err.read()[-2000:]}", flush=True)
+            return None
     measured = json.loads(result.removeprefix("RESULT "))
     return {"rows": measured["rows"], "seconds": measured["seconds"],
             "samples_per_s": measured["rows"] / measured["seconds"], "peak_rss_mb": peak / 2**20}
@@ -100,6 +112,9 @@ def main(argv=None) -> int:
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--runs-10x", type=int, default=1, help="runs at scales above 1 (each reads 10x the data)")
+    parser.add_argument("--systems-10x", nargs="+", choices=SYSTEMS, default=["resmm", "dataloader"],
+                        help="systems measured at scales above 1")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds before a run counts as failed")
     args = parser.parse_args(argv)
     if "petastorm" in args.systems and not PETASTORM_PYTHON.exists():
         print("resmm: Petastorm needs its own venv (pyarrow 12, numpy<2): run `make bench` once", file=sys.stderr)
@@ -118,14 +133,21 @@ def main(argv=None) -> int:
             job_file = Path(work) / f"job-{scale}.json"
             job_file.write_text(json.dumps({"files": files, "classes": classes, "class_counts": counts}))
             runs = args.runs if scale == 1 else args.runs_10x
-            for system in args.systems:
-                measured = []
+            for system in args.systems if scale == 1 else [s for s in args.systems if s in args.systems_10x]:
+                measured, failed = [], 0
                 for run in range(runs):
-                    result = run_once(system, job_file)
+                    result = run_once(system, job_file, args.timeout)
+                    if result is None:
+                        failed += 1
+                        continue
                     measured.append(result)
                     print(f"[bench] ingest {system} {scale}x run {run + 1}/{runs}: {result['rows']} rows, "
                           f"{result['samples_per_s']:.1f} samples/s, peak RSS {result['peak_rss_mb']:.0f} MB",
                           flush=True)
+                if failed:
+                    notes.append(f"{system} at {scale}x: {failed} of {runs} runs failed or timed out")
+                if not measured:
+                    continue
                 rows.append({
                     "system": system, "scale": scale, "rows": measured[0]["rows"],
                     "samples_per_s": statistics.median(m["samples_per_s"] for m in measured),
