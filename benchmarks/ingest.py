@@ -154,6 +154,12 @@ def main(argv=None) -> int:
                     "runs_samples_per_s": [m["samples_per_s"] for m in measured],
                     "peak_rss_mb": statistics.median(m["peak_rss_mb"] for m in measured),
                 })
+    # Systems not measured this time keep their previous rows, so one system can be re-measured alone.
+    previous = json.loads((HERE / "results" / "latest.json").read_text()).get("ingest", {}) if (
+        HERE / "results" / "latest.json").exists() else {}
+    measured_now = {(r["system"], r["scale"]) for r in rows}
+    rows = [r for r in previous.get("rows", []) if (r["system"], r["scale"]) not in measured_now] + rows
+    rows.sort(key=lambda r: (r["scale"], SYSTEMS.index(r["system"])))
     for row in rows:
         resmm = next((r for r in rows if r["system"] == "resmm" and r["scale"] == row["scale"]), None)
         row["resmm_ratio"] = resmm["samples_per_s"] / row["samples_per_s"] if resmm else None
@@ -162,7 +168,7 @@ def main(argv=None) -> int:
                  "of 1 s at 8 kHz with resmm's own BatchPreprocessor; resmm's feed also draws balanced "
                  "resampling copies, as data.resample=balanced feeds them.")
     keys = {
-        "ingest_samples_per_s": {s: by[(s, 1)]["samples_per_s"] for s in args.systems if (s, 1) in by},
+        "ingest_samples_per_s": {s: by[(s, 1)]["samples_per_s"] for s in SYSTEMS if (s, 1) in by},
         "peak_rss_mb": {f"{s}_{k}x": by[(s, k)]["peak_rss_mb"] for (s, k) in by},
         "ingest": {"rows": rows, "notes": notes},
     }
