@@ -31,7 +31,7 @@ def markdown(results: dict) -> str:
     ingest = results.get("ingest")
     if ingest:
         lines += ["## Ingest: the same shards and transforms, samples/s (median of runs) and peak RSS of the process tree",
-                  "", "| system | scale | samples/s (median) | runs | peak RSS MB (median) | vs resmm |",
+                  "", "| system | scale | samples/s (median) | runs | peak RSS MB (median) | resmm ÷ this |",
                   "|---|---|---|---|---|---|"]
         for row in ingest["rows"]:
             lines.append(f"| {row['system']} | {row['scale']}x | {_fmt(row['samples_per_s'])} | "
