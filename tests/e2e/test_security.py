@@ -27,6 +27,8 @@ PLANTED = {
     "AZURE_STORAGE_KEY": "planted-azure-storage-key-0e47",
     "AZURE_CLIENT_SECRET": "planted-azure-client-secret-a9c2",
     "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD,
+    # The job starts its own local Ray, which takes this token for its token authentication.
+    "RAY_AUTH_TOKEN": "plantedraytoken0123456789abcdef",
 }
 
 
