@@ -145,7 +145,7 @@ def main(argv=None) -> int:
                       "stall_fraction": statistics.median(r["stall_fraction"] for r in runs)}
                for feed, runs in results.items()}
     ratio = summary["streaming"]["samples_per_s"] / summary["in_memory"]["samples_per_s"]
-    device_name = torch.cuda.get_device_name(0) if args.gpu else f"CPU, 1 torch thread"
+    device_name = torch.cuda.get_device_name(0) if args.gpu else "CPU, 1 torch thread"
     keys = {
         "train_samples_per_s": {feed: summary[feed]["samples_per_s"] for feed in summary},
         "train": {"rows": summary, "streaming_over_in_memory": ratio, "device": device_name,

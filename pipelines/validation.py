@@ -18,7 +18,7 @@ import ray.data
 
 from pipelines.ingest import ROW_HASH, DataProfile, Source, read_source, without_files
 from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells, label_name
-from resmm.data.decoded import INPUT_LIMITS, MODALITY_FAULTS
+from resmm.data.decoded import MODALITY_FAULTS
 from resmm.data.split import is_validation
 from resmm.quarantine import DUPLICATE_SAMPLE_ID, QuarantineReport, id_hashes, later_duplicates, row_faults
 from resmm.secrets import say

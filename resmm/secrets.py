@@ -11,15 +11,18 @@ MASK = "***"
 # Environment variables (and config keys) whose values are credentials: AWS_SECRET_ACCESS_KEY,
 # AWS_SESSION_TOKEN, AZURE_STORAGE_KEY, GOOGLE_APPLICATION_CREDENTIALS, RAY_AUTH_TOKEN,
 # MLFLOW_TRACKING_PASSWORD, ... but not AWS_DEFAULT_REGION or AWS_ENDPOINT_URL.
-_SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE|ACCESS_KEY|API_KEY|_KEY$|^KEY$|AUTH",
+_SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE|ACCESS_KEY|API_KEY|_KEY$|^KEY$",
                           re.IGNORECASE)
+# Settings, not secrets, even when the name mentions one: RAY_AUTH_MODE=token must not mask the word "token".
+_SETTING_SUFFIXES = ("_MODE", "_REGION", "_URL", "_URI", "_ENDPOINT", "_HOST", "_PORT", "_BUNDLE", "_PROFILE",
+                     "_TYPE", "_ENABLED")
 _CLOUD_PREFIXES = ("AWS_", "GOOGLE_", "GCP_", "GCS_", "AZURE_", "AZ_", "RAY_", "MLFLOW_")
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)[^/@\s:]+(:[^/@\s]*)?@")
 _MIN_SECRET_CHARS = 4  # shorter values would mask ordinary words
 
 
 def looks_secret(name: str) -> bool:
-    return bool(_SECRET_NAME.search(name))
+    return bool(_SECRET_NAME.search(name)) and not name.upper().endswith(_SETTING_SUFFIXES)
 
 
 def secret_values(environ=None) -> list[str]:

@@ -11,14 +11,14 @@ from resmm.tracking import runs
 SECRET = "planted-secret-value-1234"
 
 
-def test_credential_variables_are_secret_and_ordinary_ones_are_not(monkeypatch):
-    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_KEY", "GOOGLE_APPLICATION_CREDENTIALS",
-                 "RAY_AUTH_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MY_DB_PASSWORD"):
-        monkeypatch.setenv(name, f"{name}-{SECRET}")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
-    values = secret_values()
-    assert all(SECRET in v for v in values) and len(values) == 7
+def test_credential_variables_are_secret_and_ordinary_ones_are_not():
+    environ = {name: f"{name}-{SECRET}" for name in (
+        "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_KEY", "GOOGLE_APPLICATION_CREDENTIALS",
+        "RAY_AUTH_TOKEN", "MLFLOW_TRACKING_PASSWORD", "MY_DB_PASSWORD")}
+    environ.update(AWS_DEFAULT_REGION="eu-west-1", AWS_ENDPOINT_URL="http://127.0.0.1:9000", RAY_AUTH_MODE="token",
+                   AWS_CA_BUNDLE="/etc/ssl/certs/ca.pem", HOME="/root", SSH_AUTH_SOCK="/tmp/agent")
+    values = secret_values(environ)
+    assert sorted(values) == sorted(v for v in environ.values() if SECRET in v)
 
 
 def test_redact_masks_values_keys_and_url_passwords(monkeypatch):
