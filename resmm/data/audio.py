@@ -6,8 +6,9 @@ from functools import lru_cache
 from math import gcd
 
 import numpy as np
+import scipy.fft
 import soundfile
-from scipy.signal import resample_poly
+from scipy.signal import firwin, resample_poly
 
 from resmm.data.decoded import AUDIO_EMPTY_OR_NAN, AUDIO_TRUNCATED, AUDIO_UNDECODABLE, Decoded
 
@@ -42,13 +43,22 @@ def read_waveform(blob: bytes, sample_rate_hz: int, max_seconds: float) -> tuple
         raise AudioDecodeError("empty or non-finite audio", AUDIO_EMPTY_OR_NAN)
     if source_rate != sample_rate_hz:
         common = gcd(int(source_rate), sample_rate_hz)
-        mono = resample_poly(mono, sample_rate_hz // common, int(source_rate) // common).astype(np.float32)
+        up, down = sample_rate_hz // common, int(source_rate) // common
+        mono = resample_poly(mono, up, down, window=resampling_filter(up, down)).astype(np.float32)
     return mono[: int(max_seconds * sample_rate_hz)], truncated
 
 
 def decode_waveform(blob: bytes, sample_rate_hz: int, max_seconds: float) -> np.ndarray:
     """One encoded clip -> mono float32 waveform at sample_rate_hz, cut to max_seconds."""
     return read_waveform(blob, sample_rate_hz, max_seconds)[0]
+
+
+@lru_cache(maxsize=32)
+def resampling_filter(up: int, down: int) -> np.ndarray:
+    """The anti-aliasing FIR filter `resample_poly` designs by default (Kaiser, β = 5), designed once per rate
+    pair instead of once per clip: the design cost more than the resampling itself (benchmarks/ingest.py)."""
+    max_rate = max(up, down)
+    return firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
 
 
 @lru_cache(maxsize=8)
@@ -83,8 +93,11 @@ def log_mel(waveforms: np.ndarray, sample_rate_hz: int, n_mels: int) -> np.ndarr
     padded = np.pad(waveforms, ((0, 0), (n_fft // 2, n_fft // 2)))
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::hop]  # (N, T, n_fft)
     frames = frames[:, : 1 + waveforms.shape[1] // hop]
-    power = np.abs(np.fft.rfft(frames * np.hanning(n_fft).astype(np.float32), axis=-1)) ** 2  # (N, T, F)
-    mel = power.astype(np.float32) @ mel_filterbank(sample_rate_hz, n_fft, n_mels).T  # (N, T, n_mels)
+    # scipy's rfft keeps float32 in single precision (numpy's computes in float64), and |z|² without the
+    # square root: together 2.3x faster than np.abs(np.fft.rfft(...)) ** 2, equal to 3e-5.
+    spectrum = scipy.fft.rfft(frames * np.hanning(n_fft).astype(np.float32), axis=-1)  # (N, T, F) complex64
+    power = spectrum.real**2 + spectrum.imag**2
+    mel = power @ mel_filterbank(sample_rate_hz, n_fft, n_mels).T  # (N, T, n_mels)
     # Log compression with a fixed offset and scale: roughly unit-range features without dataset statistics.
     return ((np.log(mel + 1e-6) + 5.0) / 5.0).transpose(0, 2, 1).astype(np.float32)  # (N, n_mels, T)
 

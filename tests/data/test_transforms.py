@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 
 from resmm.config import load_config
-from resmm.data.audio import decode_audios, decode_waveform, mel_filterbank
+from scipy.signal import resample_poly
+
+from resmm.data.audio import decode_audios, decode_waveform, log_mel, mel_filterbank, resampling_filter
 from resmm.data.batch import UNLABELED, BatchPreprocessor, PreprocessSpec, label_name
 from resmm.data.image import decode_images
 from resmm.data.text import tokenize, tokenize_texts
@@ -57,6 +59,25 @@ def test_audio_of_any_rate_and_channels_is_mono_at_the_target_rate():
     assert mono_8k.size == 4000
     long_clip = decode_waveform(audio_bytes(3.0, 16000), 8000, 1.0)
     assert long_clip.size == 8000  # cut to audio_max_seconds
+
+
+@pytest.mark.parametrize("up, down", [(80, 441), (1, 2), (2, 3)])
+def test_cached_resampling_filter_is_scipys_default_design(up, down):
+    clip = np.random.default_rng(up).standard_normal(9923).astype(np.float32)
+    np.testing.assert_allclose(resample_poly(clip, up, down, window=resampling_filter(up, down)),
+                               resample_poly(clip, up, down), atol=1e-5)
+
+
+def test_single_precision_log_mel_matches_a_float64_reference():
+    waves = np.random.default_rng(0).standard_normal((4, 8000)).astype(np.float32) * 0.1
+    n_fft, hop = 256, 128
+    padded = np.pad(waves.astype(np.float64), ((0, 0), (n_fft // 2, n_fft // 2)))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::hop][:, : 1 + 8000 // hop]
+    power = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=-1)) ** 2
+    reference = ((np.log(power @ mel_filterbank(8000, n_fft, 32).T.astype(np.float64) + 1e-6) + 5) / 5)
+    fast = log_mel(waves, 8000, 32)
+    assert fast.dtype == np.float32 and fast.shape == (4, 32, 63)
+    np.testing.assert_allclose(fast, reference.transpose(0, 2, 1), atol=1e-3)
 
 
 def test_mel_filterbank_covers_the_spectrum_with_unit_peaks():
