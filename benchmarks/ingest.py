@@ -5,7 +5,8 @@
 
 Every run is a fresh process (see benchmarks/feeds.py); its throughput counts the rows it delivered over the
 seconds it iterated (start-up excluded), and its memory is the peak summed RSS of its whole process tree
-(Ray's raylet, workers and object store included), sampled every 100 ms. 10x repeats every shard ten times
+(Ray's raylet, workers and object store included), sampled every 100 ms; its summed PSS, which counts a
+shared page once, is sampled every 0.5 s. 10x repeats every shard ten times
 (symlinks), so the data is real and the ratio isolates how memory grows with the amount read.
 Results: benchmarks/results/latest.{json,md} (keys ingest_samples_per_s, peak_rss_mb, ingest).
 """
@@ -63,14 +64,26 @@ def label_counts(files: list[str]) -> tuple[list[str], list[int]]:
     return classes, [counts[c] for c in classes]
 
 
-def tree_rss_bytes(proc: psutil.Process) -> int:
-    total = 0
+PSS_EVERY_S = 0.5  # PSS reads /proc/PID/smaps_rollup (about 1 ms a process), so it is sampled less often
+
+
+def tree_memory_bytes(proc: psutil.Process, with_pss: bool) -> tuple[int, int | None]:
+    """(summed RSS, summed PSS or None) of a process and all its descendants.
+
+    Summed RSS counts a shared page (Ray's object store, shared libraries) once in every process that maps
+    it; PSS splits each shared page between its processes, so its sum is the tree's real footprint.
+    """
+    rss, pss = 0, 0 if with_pss else None
     for p in [proc, *proc.children(recursive=True)]:
         try:
-            total += p.memory_info().rss
+            if with_pss:
+                info = p.memory_full_info()
+                rss, pss = rss + info.rss, pss + info.pss
+            else:
+                rss += p.memory_info().rss
         except psutil.Error:
             pass
-    return total
+    return rss, pss
 
 
 def run_once(system: str, job_file: Path, timeout_s: float) -> dict | None:
@@ -80,12 +93,18 @@ def run_once(system: str, job_file: Path, timeout_s: float) -> dict | None:
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen([python, str(HERE / "feeds.py"), system, str(job_file)], cwd=REPO,
                                 stdout=out, stderr=err, text=True)
-        watched, peak, deadline = psutil.Process(proc.pid), 0, time.monotonic() + timeout_s
+        watched, deadline = psutil.Process(proc.pid), time.monotonic() + timeout_s
+        peak_rss = peak_pss = 0
+        next_pss = time.monotonic()
         while proc.poll() is None and time.monotonic() < deadline:
+            with_pss = time.monotonic() >= next_pss
             try:
-                peak = max(peak, tree_rss_bytes(watched))
+                rss, pss = tree_memory_bytes(watched, with_pss)
             except psutil.Error:
-                pass
+                rss, pss = 0, None
+            peak_rss = max(peak_rss, rss)
+            if pss is not None:
+                peak_pss, next_pss = max(peak_pss, pss), time.monotonic() + PSS_EVERY_S
             time.sleep(0.1)
         if proc.poll() is None:
             for child in watched.children(recursive=True):
@@ -102,7 +121,8 @@ def run_once(system: str, job_file: Path, timeout_s: float) -> dict | None:
             return None
     measured = json.loads(result.removeprefix("RESULT "))
     return {"rows": measured["rows"], "seconds": measured["seconds"],
-            "samples_per_s": measured["rows"] / measured["seconds"], "peak_rss_mb": peak / 2**20}
+            "samples_per_s": measured["rows"] / measured["seconds"], "peak_rss_mb": peak_rss / 2**20,
+            "peak_pss_mb": peak_pss / 2**20}
 
 
 def main(argv=None) -> int:
@@ -142,7 +162,8 @@ def main(argv=None) -> int:
                         continue
                     measured.append(result)
                     print(f"[bench] ingest {system} {scale}x run {run + 1}/{runs}: {result['rows']} rows, "
-                          f"{result['samples_per_s']:.1f} samples/s, peak RSS {result['peak_rss_mb']:.0f} MB",
+                          f"{result['samples_per_s']:.1f} samples/s, peak RSS {result['peak_rss_mb']:.0f} MB, "
+                          f"peak PSS {result['peak_pss_mb']:.0f} MB",
                           flush=True)
                 if failed:
                     notes.append(f"{system} at {scale}x: {failed} of {runs} runs failed or timed out")
@@ -153,6 +174,7 @@ def main(argv=None) -> int:
                     "samples_per_s": statistics.median(m["samples_per_s"] for m in measured),
                     "runs_samples_per_s": [m["samples_per_s"] for m in measured],
                     "peak_rss_mb": statistics.median(m["peak_rss_mb"] for m in measured),
+                    "peak_pss_mb": statistics.median(m["peak_pss_mb"] for m in measured),
                 })
     # Systems not measured this time keep their previous rows, so one system can be re-measured alone.
     previous = json.loads((HERE / "results" / "latest.json").read_text()).get("ingest", {}) if (
@@ -170,10 +192,11 @@ def main(argv=None) -> int:
     keys = {
         "ingest_samples_per_s": {s: by[(s, 1)]["samples_per_s"] for s in SYSTEMS if (s, 1) in by},
         "peak_rss_mb": {f"{s}_{k}x": by[(s, k)]["peak_rss_mb"] for (s, k) in by},
+        "peak_pss_mb": {f"{s}_{k}x": by[(s, k)]["peak_pss_mb"] for (s, k) in by if "peak_pss_mb" in by[(s, k)]},
         "ingest": {"rows": rows, "notes": notes},
     }
     path = update_latest(keys)
-    print(json.dumps({k: keys[k] for k in ("ingest_samples_per_s", "peak_rss_mb")}, indent=2))
+    print(json.dumps({k: keys[k] for k in ("ingest_samples_per_s", "peak_rss_mb", "peak_pss_mb")}, indent=2))
     print(f"[bench] wrote {path} and {path.with_suffix('.md')}")
     return 0
 

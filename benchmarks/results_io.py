@@ -31,20 +31,22 @@ def markdown(results: dict) -> str:
     ingest = results.get("ingest")
     if ingest:
         lines += ["## Ingest: the same shards and transforms, samples/s (median of runs) and peak RSS of the process tree",
-                  "", "| system | scale | samples/s (median) | runs | peak RSS MB (median) | resmm ÷ this |",
-                  "|---|---|---|---|---|---|"]
+                  "", "| system | scale | samples/s (median) | runs | peak RSS MB (median) | peak PSS MB (median) | "
+                  "resmm ÷ this |", "|---|---|---|---|---|---|---|"]
         for row in ingest["rows"]:
             lines.append(f"| {row['system']} | {row['scale']}x | {_fmt(row['samples_per_s'])} | "
                          f"{', '.join(_fmt(r) for r in row['runs_samples_per_s'])} | {_fmt(row['peak_rss_mb'], 0)} | "
-                         f"{_fmt(row.get('resmm_ratio'), 2)}x |")
+                         f"{_fmt(row.get('peak_pss_mb'), 0)} | {_fmt(row.get('resmm_ratio'), 2)}x |")
         lines += [""] + [f"- {note}" for note in ingest.get("notes", [])] + [""]
     train = results.get("train")
     if train:
         lines += ["## Training throughput: the same model and loop, fed two ways", "",
-                  "| feed | samples/s (median) | runs | data-stall fraction |", "|---|---|---|---|"]
+                  "| feed | samples/s (median) | runs | data-stall fraction | of which epoch start-up |",
+                  "|---|---|---|---|---|"]
         for name, row in train["rows"].items():
             lines.append(f"| {name} | {_fmt(row['samples_per_s'])} | "
-                         f"{', '.join(_fmt(r) for r in row['runs_samples_per_s'])} | {_fmt(row['stall_fraction'], 3)} |")
+                         f"{', '.join(_fmt(r) for r in row['runs_samples_per_s'])} | {_fmt(row['stall_fraction'], 3)} | "
+                         f"{_fmt(row.get('startup_stall_fraction'), 3)} |")
         lines += ["", f"Streaming / in-memory: **{_fmt(train['streaming_over_in_memory'], 3)}x**", ""]
         lines += [f"- {note}" for note in train.get("notes", [])] + [""]
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Training throughput: the same model, objective and optimiser step, fed by streaming Ray Data or by tensors
 already in memory. The gap between the two is what the data pipeline costs the accelerator.
 
-    python benchmarks/train_throughput.py [--data DIR] [--shards 3] [--epochs 2] [--runs 3] [--gpu]
+    python benchmarks/train_throughput.py [--data DIR] [--shards 3] [--epochs 2] [--runs 3] [--gpu] [key=value ...]
 
 One training process (a Ray Train worker's loop without DDP); torch gets one intra-op thread on CPU, as a
 worker does, so Ray Data's decode has the rest. The data-stall fraction is the share of epoch time the step
@@ -37,9 +37,9 @@ def in_memory_batches(tensors: dict, device, generator: torch.Generator):
         yield {k: v[index].to(device, non_blocking=True) for k, v in tensors.items()}
 
 
-def timed_epoch(model, batches, step) -> tuple[int, float, float]:
-    """(rows, seconds, seconds waiting for data) of one pass."""
-    rows, waiting = 0, 0.0
+def timed_epoch(model, batches, step) -> tuple[int, float, float, float]:
+    """(rows, seconds, seconds waiting for data, of which waiting for the first batch) of one pass."""
+    rows, waiting, first_wait = 0, 0.0, None
     started = time.perf_counter()
     iterator = iter(batches)
     while True:
@@ -48,12 +48,14 @@ def timed_epoch(model, batches, step) -> tuple[int, float, float]:
             batch = next(iterator)
         except StopIteration:
             break
-        waiting += time.perf_counter() - before
+        waited = time.perf_counter() - before
+        waiting += waited
+        first_wait = waited if first_wait is None else first_wait
         step(batch)
         rows += len(batch["label"])
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return rows, time.perf_counter() - started, waiting
+    return rows, time.perf_counter() - started, waiting, first_wait or 0.0
 
 
 def main(argv=None) -> int:
@@ -63,6 +65,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--gpu", action="store_true", help="train on CUDA with AMP (bf16 where supported)")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.prefetch_batches=1")
     parser.add_argument("--no-write", action="store_true", help="print only; leave latest.json alone")
     args = parser.parse_args(argv)
 
@@ -75,7 +78,7 @@ def main(argv=None) -> int:
     from resmm.data.batch import BatchPreprocessor
     from resmm.datasets import demo
     from resmm.models.builders import build_model
-    from resmm.train.loop import Precision, train_step
+    from resmm.train.loop import Precision, fed_batches, train_step
     from resmm.train.losses import LongTailLoss
     from resmm.train.objectives import total_loss
 
@@ -87,7 +90,7 @@ def main(argv=None) -> int:
               if v is not None]
     classes = class_order(set(labels))
     spec = default_spec(classes)
-    cfg = load_config()
+    cfg = load_config(None, args.overrides)
     device = torch.device("cuda" if args.gpu else "cpu")
     if not args.gpu:
         torch.set_num_threads(1)
@@ -125,24 +128,27 @@ def main(argv=None) -> int:
                 train_step(model, batch, optimizer, scaler, precision, objective)
 
             model.train()
-            rows = seconds = waiting = 0.0
+            rows = seconds = waiting = first_waits = 0.0
             for epoch in range(args.epochs):
-                if feed == "streaming":
-                    batches = streamed.iter_torch_batches(batch_size=BATCH, drop_last=True, device=device,
-                                                          prefetch_batches=4, local_shuffle_buffer_size=4 * BATCH,
-                                                          local_shuffle_seed=epoch)
+                generator = torch.Generator().manual_seed(epoch)
+                if feed == "streaming":  # exactly what a Ray Train worker iterates (resmm.train.loop)
+                    batches = fed_batches(streamed, BATCH, device, None, 1.0, generator, shuffle_seed=epoch,
+                                          prefetch_batches=cfg.data.prefetch_batches)
                 else:
-                    batches = in_memory_batches(tensors, device, torch.Generator().manual_seed(epoch))
-                r, s, w = timed_epoch(model, batches, step)
-                rows, seconds, waiting = rows + r, seconds + s, waiting + w
+                    batches = in_memory_batches(tensors, device, generator)
+                r, s, w, first = timed_epoch(model, batches, step)
+                rows, seconds, waiting, first_waits = rows + r, seconds + s, waiting + w, first_waits + first
             results[feed].append({"samples_per_s": rows / seconds, "stall_fraction": waiting / seconds,
+                                  "startup_stall_fraction": first_waits / seconds,
                                   "rows": int(rows), "seconds": seconds})
             print(f"[bench] train {feed} run {run + 1}/{args.runs}: {rows / seconds:.1f} samples/s, "
-                  f"data stall {waiting / seconds:.3f} ({int(rows)} rows, {seconds:.1f} s)", flush=True)
+                  f"data stall {waiting / seconds:.3f}, of which waiting for each epoch's first batch "
+                  f"{first_waits / seconds:.3f} ({int(rows)} rows, {seconds:.1f} s)", flush=True)
 
     summary = {feed: {"samples_per_s": statistics.median(r["samples_per_s"] for r in runs),
                       "runs_samples_per_s": [r["samples_per_s"] for r in runs],
-                      "stall_fraction": statistics.median(r["stall_fraction"] for r in runs)}
+                      "stall_fraction": statistics.median(r["stall_fraction"] for r in runs),
+                      "startup_stall_fraction": statistics.median(r["startup_stall_fraction"] for r in runs)}
                for feed, runs in results.items()}
     ratio = summary["streaming"]["samples_per_s"] / summary["in_memory"]["samples_per_s"]
     device_name = torch.cuda.get_device_name(0) if args.gpu else "CPU, 1 torch thread"
@@ -150,8 +156,9 @@ def main(argv=None) -> int:
         "train_samples_per_s": {feed: summary[feed]["samples_per_s"] for feed in summary},
         "train": {"rows": summary, "streaming_over_in_memory": ratio, "device": device_name,
                   "notes": [f"{len(files)} demo shards ({len(labels)} labelled rows), {args.epochs} epochs per "
-                            f"run, batch {BATCH}, {device_name}; the first streaming epoch includes the pipeline's "
-                            "start-up."]},
+                            f"run, batch {BATCH}, {device_name}, data.prefetch_batches="
+                            f"{cfg.data.prefetch_batches}; every streaming epoch includes the pipeline's start-up "
+                            "(startup_stall_fraction: the wait for each epoch's first batch)."]},
     }
     print(json.dumps({"train_samples_per_s": keys["train_samples_per_s"], "streaming_over_in_memory": ratio,
                       "stall_fraction": {f: summary[f]["stall_fraction"] for f in summary}}, indent=2))

@@ -47,6 +47,8 @@ class DataConfig(_Section):
     resample: Literal["none", "balanced", "sqrt", "progressive"] = "none"
     class_weights: dict[str, float] | None = None  # explicit per-class sampling weights (override `resample`)
     epoch_rows: int | None = Field(None, ge=1)  # rows fed per epoch, all workers together; None = training rows
+    # Batches each training worker fetches and formats ahead in background threads, so the step rarely waits.
+    prefetch_batches: int = Field(4, ge=0, le=1024)
     augment: bool = False  # fresh augmentation of every fed copy: image flip/rotate/crop, audio shift/gain/noise,
     # text token dropout
     impute: Literal["zero", "mean", "learned", "nearest", "generative"] = "zero"

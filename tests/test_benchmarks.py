@@ -25,4 +25,4 @@ def test_results_table_shows_medians_and_ratio():
         "train": {"rows": {"streaming": {"samples_per_s": 300.0, "runs_samples_per_s": [300.0],
                                          "stall_fraction": 0.3}}, "streaming_over_in_memory": 0.69, "notes": []},
     })
-    assert "| resmm | 1x | 700.0 |" in table and "**0.690x**" in table
+    assert "| resmm | 1x | 700.0 | 700.0 | 4,000 | n/a | 1.00x |" in table and "**0.690x**" in table

@@ -117,12 +117,12 @@ def drop_modalities(batch: dict, modalities, probability: float, generator: torc
 
 
 def fed_batches(shard, batch_size: int, device, rates: torch.Tensor | None, unlabeled_rate: float,
-                generator: torch.Generator, shuffle_seed: int):
+                generator: torch.Generator, shuffle_seed: int, prefetch_batches: int = 1):
     """One pass over the worker's shard as fixed-size batches; with `rates`, each streamed row is fed
     k ~ Poisson(rate[label]) times (see resmm.data.resample). Rows stream: at most one batch is buffered."""
     batches = shard.iter_torch_batches(
         batch_size=batch_size, drop_last=rates is None, device=device, local_shuffle_buffer_size=4 * batch_size,
-        local_shuffle_seed=shuffle_seed,
+        local_shuffle_seed=shuffle_seed, prefetch_batches=prefetch_batches,
     )
     if rates is None:
         yield from batches
@@ -256,7 +256,8 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         component_sums: dict[str, float] = {}
         epoch_fed = torch.zeros(num_classes, dtype=torch.float64)
         with uneven_inputs(model):
-            for batch in fed_batches(train_shard, batch_size, device, rates, unlabeled_rate, generator, draw_seed):
+            for batch in fed_batches(train_shard, batch_size, device, rates, unlabeled_rate, generator, draw_seed,
+                                     cfg.data.prefetch_batches):
                 if cfg.data.augment:
                     batch = augment_batch(batch, spec.modalities, generator)
                 batch = drop_modalities(batch, spec.modalities, cfg.train.modality_dropout, generator)
