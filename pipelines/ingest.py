@@ -23,6 +23,12 @@ ROW_HASH = "row_hash"  # the column Ray's read_parquet(include_row_hash=True) ad
 # demo at 10x (benchmarks/ingest.py): peak RSS 9.0 GB -> 6.3 GB, throughput unchanged.
 BLOCK_BYTES = 16 * 2**20
 
+# Ray 2.60's Parquet reader starts a pool of FooterReader actors (32 by default, each a fresh Python process)
+# for every execution, i.e. every epoch, to re-read footers that scan_source has already read. On the demo's
+# 8 files that pool cost 2.9 s of a 6.9 s first pass on 2 cores. One actor per this many files (128 footer
+# reads in flight per actor), at most Ray's 32.
+FILES_PER_FOOTER_ACTOR = 200
+
 
 @dataclass(frozen=True)
 class Source:
@@ -79,7 +85,7 @@ def read_source(source: Source, columns: list[str] | None, *, row_hashes: bool =
     """
     present = None if columns is None else [c for c in columns if all(c in s.schema.names for s in source.shards)]
     ray.data.DataContext.get_current().target_max_block_size = BLOCK_BYTES
-    with parquet_read_unit_bytes(BLOCK_BYTES):
+    with parquet_planning_env(len(source.shards)):
         return ray.data.read_parquet(
             [s.path for s in source.shards],
             filesystem=arrow_filesystem(source.filesystem),
@@ -89,19 +95,24 @@ def read_source(source: Source, columns: list[str] | None, *, row_hashes: bool =
         )
 
 
+def footer_reader_actors(num_files: int) -> int:
+    return max(1, min(32, -(-num_files // FILES_PER_FOOTER_ACTOR)))
+
+
 @contextlib.contextmanager
-def parquet_read_unit_bytes(size: int):
-    """Ray 2.60 sizes Parquet read units from this environment variable, read on the driver when the read is
-    planned; set it for that moment only (a user's own setting wins)."""
-    name = "RAY_DATA_PARQUET_BIN_PACKING_BYTES"
-    if name in os.environ:
-        yield
-        return
-    os.environ[name] = str(size)
+def parquet_planning_env(num_files: int):
+    """Ray 2.60 takes its Parquet read-unit size and footer-reader pool size from environment variables read
+    on the driver when read_parquet plans the read (they have no argument); set them for that moment only.
+    A user's own setting wins."""
+    wanted = {"RAY_DATA_PARQUET_BIN_PACKING_BYTES": str(BLOCK_BYTES),
+              "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS": str(footer_reader_actors(num_files))}
+    ours = [name for name in wanted if name not in os.environ]
+    os.environ.update({name: wanted[name] for name in ours})
     try:
         yield
     finally:
-        os.environ.pop(name, None)
+        for name in ours:
+            os.environ.pop(name, None)
 
 
 @dataclass
