@@ -114,6 +114,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(1e-4, ge=0.0)
     seed: int = 0
     loss: Literal["ce", "class_balanced", "focal", "logit_adjusted"] = "ce"
+    logit_adjust_tau: float = Field(1.0, gt=0.0, le=10.0)  # τ of `logit_adjusted`: logits + τ·log(prior)
     modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # ModDrop: drop each present modality w.p. p
     aux_loss_weight: float = Field(0.3, ge=0.0)  # weight of the per-modality auxiliary heads' losses
     retrieval_loss_weight: float = Field(0.5, ge=0.0)  # weight of InfoNCE when model.retrieval is on

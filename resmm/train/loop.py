@@ -229,7 +229,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         optimizer.load_state_dict(optimizer_state)
     precision = Precision.for_device(device, cfg.train.amp)
     scaler = precision.grad_scaler()
-    fused_loss = LongTailLoss(cfg.train.loss, class_counts).to(device)
+    fused_loss = LongTailLoss(cfg.train.loss, class_counts, tau=cfg.train.logit_adjust_tau).to(device)
 
     def objective(output, batch):
         return total_loss(output, batch, fused_loss, cfg.train.aux_loss_weight, cfg.train.retrieval_loss_weight)

@@ -25,12 +25,13 @@ def test_class_balanced_weights_grow_towards_the_tail():
     assert weights.sum() == pytest.approx(3.0)
 
 
-def test_logit_adjustment_adds_the_log_prior():
+@pytest.mark.parametrize("tau", [1.0, 2.0])
+def test_logit_adjustment_adds_tau_times_the_log_prior(tau):
     logits, labels = sample()
     prior = torch.tensor(COUNTS) / sum(COUNTS)
-    shifted = logits + prior.log()
+    shifted = logits + tau * prior.log()
     expected = F.cross_entropy(shifted[labels >= 0], labels[labels >= 0])
-    assert torch.allclose(LongTailLoss("logit_adjusted", COUNTS)(logits, labels), expected, atol=1e-6)
+    assert torch.allclose(LongTailLoss("logit_adjusted", COUNTS, tau=tau)(logits, labels), expected, atol=1e-6)
 
 
 def test_focal_down_weights_easy_rows():
