@@ -22,7 +22,7 @@ from resmm.secrets import say
 from resmm.summary import format_table
 from resmm.tracking import lineage as lineage_dataset
 from resmm.tracking import plots, registry, runs
-from resmm.train.driver import STATE_FILE, fit, storage_uri
+from resmm.train.driver import STATE_FILE, configure_execution, fit, storage_uri
 from resmm.train.loop import WORKER_GROUP_STARTED
 from resmm.train.retrieval import flat_metrics, retrieval_recall
 from resmm.train.robustness import mean_pattern_accuracy, robustness_report
@@ -165,8 +165,8 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
         train_source = scan_source(data_url, modalities)
     val_source = scan_source(cfg.data.val_path, modalities) if cfg.data.val_path else None
     connect_ray()
-    if cfg.data.label_selector:  # driver-side passes (validation, evaluation); Train ingest gets DataConfig's
-        ray.data.DataContext.get_current().execution_options.label_selector = dict(cfg.data.label_selector)
+    # Driver-side passes (validation, evaluation); Train ingest gets the same through DataConfig.
+    configure_execution(ray.data.DataContext.get_current().execution_options, cfg)
     progress(f"[resmm] {len(train_source.shards)} shards, {train_source.num_rows} rows; validating every row "
              "(files, ids, labels, decodable bytes) before training")
     checks = validate_sources(cfg, modalities, train_source, val_source, progress)

@@ -52,6 +52,9 @@ class DataConfig(_Section):
     augment: bool = False  # fresh augmentation of every fed copy: image flip/rotate/crop, audio shift/gain/noise,
     # text token dropout
     impute: Literal["zero", "mean", "learned", "nearest", "generative"] = "zero"
+    # Ray Data's object-store budget (MB) for each streaming execution; None = Ray's default share of the object
+    # store. A small budget caps memory on long reads at some throughput (README, Benchmarks).
+    object_store_budget_mb: int | None = Field(None, ge=64)
     # Ray node labels for Ray Data's tasks (e.g. {resmm.io/role: data} for a CPU worker group).
     label_selector: dict[str, str] | None = None
 

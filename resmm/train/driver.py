@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ray.data import ExecutionResources
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
@@ -30,11 +31,20 @@ def storage_uri(path: str) -> str:
 
 
 def ingest_options(cfg: Config):
-    """Ray Data options for Train ingest. A label selector must travel here: one set only on the driver's
-    DataContext is silently dropped for the workers' dataset shards."""
-    options = DataConfig.default_ingest_options()
-    if cfg.data.label_selector:
-        options.label_selector = dict(cfg.data.label_selector)
+    """Ray Data options for Train ingest. A label selector or budget must travel here: one set only on the
+    driver's DataContext is silently dropped for the workers' dataset shards."""
+    return configure_execution(DataConfig.default_ingest_options(), cfg)
+
+
+def configure_execution(options, cfg: Config):
+    """Apply `data.label_selector` and `data.object_store_budget_mb` to Ray Data ExecutionOptions. Both are
+    set either way, so a process that trains several configs (jobs/compare.py) never inherits the last one's."""
+    options.label_selector = dict(cfg.data.label_selector) if cfg.data.label_selector else None
+    limits, budget = options.resource_limits, cfg.data.object_store_budget_mb
+    options.resource_limits = ExecutionResources.for_limits(
+        cpu=limits.cpu, gpu=limits.gpu, memory=limits.memory,
+        object_store_memory=budget * 2**20 if budget else None,  # None: no limit of our own (Ray's share)
+    )
     return options
 
 

@@ -2,7 +2,7 @@
 import torch
 
 from resmm.config import load_config
-from resmm.train.driver import ingest_options
+from resmm.train.driver import configure_execution, ingest_options
 from resmm.train.loop import fed_batches
 
 
@@ -48,3 +48,27 @@ def test_data_label_selector_reaches_train_ingest_options():
     cfg = load_config(None, ["data.label_selector={resmm.io/role: data}"])
     assert ingest_options(cfg).label_selector == {"resmm.io/role": "data"}
     assert getattr(ingest_options(load_config()), "label_selector", None) in (None, {})
+
+
+def test_object_store_budget_reaches_train_ingest_and_a_later_config_without_one_resets_it():
+    import ray.data
+
+    options = ray.data.ExecutionOptions()
+    configure_execution(options, load_config(None, ["data.object_store_budget_mb=512"]))
+    assert options.resource_limits.object_store_memory == 512 * 2**20
+    assert ingest_options(load_config(None, ["data.object_store_budget_mb=256"])).resource_limits.object_store_memory \
+        == 256 * 2**20
+    configure_execution(options, load_config())
+    assert options.resource_limits.object_store_memory == float("inf")
+
+
+def test_prefetch_batches_reach_iter_torch_batches():
+    seen = {}
+
+    class Shard:
+        def iter_torch_batches(self, **kwargs):
+            seen.update(kwargs)
+            return iter([])
+
+    list(fed_batches(Shard(), 32, "cpu", None, 1.0, torch.Generator(), shuffle_seed=0, prefetch_batches=4))
+    assert seen["prefetch_batches"] == 4
