@@ -25,19 +25,24 @@ def default_spec(classes):
                           audio_max_seconds=1.0, audio_n_mels=32)
 
 
-def feed_resmm(files: list[str], classes: list[str], class_counts: list[int]) -> tuple[int, float]:
+def feed_resmm(files: list[str], classes: list[str], class_counts: list[int],
+               overrides: list[str] = ()) -> tuple[int, float]:
     """resmm's training feed: Ray Data read → map_batches(decode + preprocess) → iter_torch_batches, then
-    the worker-side resampling (balanced Poisson copies, as `data.resample=balanced` feeds them)."""
+    the worker-side resampling (balanced Poisson copies, as `data.resample=balanced` feeds them). Config
+    overrides apply Ray Data's execution settings the way a training run does."""
     import numpy as np
     import ray
     import torch
 
     from pipelines.ingest import Source, build_split
     from pipelines.training import connect_ray
+    from resmm.config import load_config
     from resmm.data.resample import sampling_rates, target_shares
     from resmm.shards import open_filesystem, read_footers
+    from resmm.train.driver import configure_execution
 
     connect_ray()
+    configure_execution(ray.data.DataContext.get_current().execution_options, load_config(None, list(overrides)))
     ray.data.DataContext.get_current().enable_progress_bars = False
     fs, _ = open_filesystem(files[0])
     source = Source(url=str(Path(files[0]).parent), filesystem=fs, shards=tuple(read_footers(fs, files)[0]))
@@ -160,5 +165,6 @@ if __name__ == "__main__":  # python benchmarks/feeds.py SYSTEM FILES_LIST_JSON 
     import json
 
     system, job = sys.argv[1], json.loads(Path(sys.argv[2]).read_text())
-    rows, seconds = FEEDS[system](job["files"], job["classes"], job["class_counts"])
+    extra = {"overrides": job.get("overrides", [])} if system == "resmm" else {}
+    rows, seconds = FEEDS[system](job["files"], job["classes"], job["class_counts"], **extra)
     print("RESULT " + json.dumps({"rows": rows, "seconds": seconds}), flush=True)

@@ -2,6 +2,10 @@
 `datasets`, on the same Parquet shards, with the same transforms, on the same cores.
 
     python benchmarks/ingest.py [--data DIR] [--scales 1 10] [--systems resmm dataloader ...] [--runs 3]
+                                [--name latest] [-- key=value ...]
+
+key=value are resmm config overrides for resmm's feed (e.g. data.object_store_budget_mb=512); results of a
+run with overrides belong under another --name, so that latest.json keeps the defaults.
 
 Every run is a fresh process (see benchmarks/feeds.py); its throughput counts the rows it delivered over the
 seconds it iterated (start-up excluded), and its memory is the peak summed RSS of its whole process tree
@@ -135,7 +139,11 @@ def main(argv=None) -> int:
     parser.add_argument("--systems-10x", nargs="+", choices=SYSTEMS, default=["resmm", "dataloader"],
                         help="systems measured at scales above 1")
     parser.add_argument("--timeout", type=float, default=900, help="seconds before a run counts as failed")
+    parser.add_argument("--name", default="latest", help="results file stem under benchmarks/results/")
+    parser.add_argument("overrides", nargs="*", help="resmm config overrides for resmm's feed")
     args = parser.parse_args(argv)
+    if args.overrides and args.name == "latest":
+        parser.error("a run with config overrides needs its own --name (latest.json holds the defaults)")
     if "petastorm" in args.systems and not PETASTORM_PYTHON.exists():
         print("resmm: Petastorm needs its own venv (pyarrow 12, numpy<2): run `make bench` once", file=sys.stderr)
         return 2
@@ -151,7 +159,8 @@ def main(argv=None) -> int:
             files = scaled_files(data_dir, scale, Path(work))
             classes, counts = label_counts(files)
             job_file = Path(work) / f"job-{scale}.json"
-            job_file.write_text(json.dumps({"files": files, "classes": classes, "class_counts": counts}))
+            job_file.write_text(json.dumps({"files": files, "classes": classes, "class_counts": counts,
+                                             "overrides": args.overrides}))
             runs = args.runs if scale == 1 else args.runs_10x
             for system in args.systems if scale == 1 else [s for s in args.systems if s in args.systems_10x]:
                 measured, failed = [], 0
@@ -177,8 +186,8 @@ def main(argv=None) -> int:
                     "peak_pss_mb": statistics.median(m["peak_pss_mb"] for m in measured),
                 })
     # Systems not measured this time keep their previous rows, so one system can be re-measured alone.
-    previous = json.loads((HERE / "results" / "latest.json").read_text()).get("ingest", {}) if (
-        HERE / "results" / "latest.json").exists() else {}
+    previous_path = HERE / "results" / f"{args.name}.json"
+    previous = json.loads(previous_path.read_text()).get("ingest", {}) if previous_path.exists() else {}
     measured_now = {(r["system"], r["scale"]) for r in rows}
     rows = [r for r in previous.get("rows", []) if (r["system"], r["scale"]) not in measured_now] + rows
     rows.sort(key=lambda r: (r["scale"], SYSTEMS.index(r["system"])))
@@ -195,7 +204,9 @@ def main(argv=None) -> int:
         "peak_pss_mb": {f"{s}_{k}x": by[(s, k)]["peak_pss_mb"] for (s, k) in by if "peak_pss_mb" in by[(s, k)]},
         "ingest": {"rows": rows, "notes": notes},
     }
-    path = update_latest(keys)
+    if args.overrides:
+        notes.append("resmm's feed ran with config overrides: " + " ".join(args.overrides))
+    path = update_latest(keys, args.name)
     print(json.dumps({k: keys[k] for k in ("ingest_samples_per_s", "peak_rss_mb", "peak_pss_mb")}, indent=2))
     print(f"[bench] wrote {path} and {path.with_suffix('.md')}")
     return 0

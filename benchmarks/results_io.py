@@ -9,16 +9,16 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def update_latest(keys: dict) -> Path:
-    """Merge `keys` into latest.json (other benchmarks' keys stay) and rewrite latest.md from it."""
+def update_latest(keys: dict, name: str = "latest") -> Path:
+    """Merge `keys` into NAME.json (other benchmarks' keys stay) and rewrite NAME.md from it."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "latest.json"
+    path = RESULTS / f"{name}.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     results.update(keys)
     results["machine"] = {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform(), "updated": time.strftime("%Y-%m-%d %H:%M:%S")}
     path.write_text(json.dumps(results, indent=2, sort_keys=True))
-    (RESULTS / "latest.md").write_text(markdown(results))
+    path.with_suffix(".md").write_text(markdown(results))
     return path
 
 

@@ -17,6 +17,21 @@ def test_resmm_and_dataloader_feeds_deliver_every_row(local_ray, shard_dir):
         assert rows == 36 and seconds > 0, feed.__name__
 
 
+def test_resmm_feed_under_a_small_object_store_budget_still_delivers_every_row(local_ray, shard_dir):
+    import ray.data
+
+    from resmm.config import load_config
+    from resmm.train.driver import configure_execution
+
+    files = sorted(str(p) for p in shard_dir.glob("*.parquet"))
+    try:
+        rows, _ = feeds.feed_resmm(files, ["0", "1", "2"], [12, 12, 12], ["data.object_store_budget_mb=64"])
+        assert ray.data.DataContext.get_current().execution_options.resource_limits.object_store_memory == 64 * 2**20
+        assert rows == 36
+    finally:  # the session's other tests keep Ray's defaults
+        configure_execution(ray.data.DataContext.get_current().execution_options, load_config())
+
+
 def test_results_table_shows_medians_and_ratio():
     table = markdown({
         "machine": {"cpus": 2, "updated": "now"},
