@@ -1,10 +1,9 @@
 """Per-modality transforms on a three-row batch, no Ray."""
 import numpy as np
 import pytest
-
-from resmm.config import load_config
 from scipy.signal import resample_poly
 
+from resmm.config import load_config
 from resmm.data.audio import decode_audios, decode_waveform, log_mel, mel_filterbank, resampling_filter
 from resmm.data.batch import UNLABELED, BatchPreprocessor, PreprocessSpec, label_name
 from resmm.data.image import decode_images
