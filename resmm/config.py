@@ -34,7 +34,7 @@ class DataConfig(_Section):
     audio_sample_rate_hz: int = Field(8000, ge=1000, le=96000)
     audio_max_seconds: float = Field(1.0, gt=0.0, le=60.0)
     audio_n_mels: int = Field(32, ge=8, le=256)
-    preprocess_batch_rows: int = Field(256, ge=1)  # rows per Ray Data map_batches call
+    preprocess_batch_rows: int = Field(256, ge=1)  # rows per decode call inside a read+decode task
     # Limits on untrusted input (counted in the summary when they trigger): an image above image_max_pixels
     # is treated as missing without decoding its pixels; audio is cut at audio_max_seconds; text at
     # text_max_chars characters.
