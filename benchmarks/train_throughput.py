@@ -104,7 +104,13 @@ def main(argv=None) -> int:
         tensors = {k: v.pin_memory() for k, v in tensors.items()}
 
     connect_ray()
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    # The training process holds a CPU, as a Ray Train worker does; Ray Train excludes its workers' CPUs from
+    # Ray Data's limits, so this does the same (without it, decode tasks oversubscribe the step's core).
+    from ray.data import ExecutionResources
+
+    context.execution_options.exclude_resources = ExecutionResources(cpu=0 if args.gpu else 1)
     source = scan_source(str(data_dir), list(spec.modalities))
     source = type(source)(url=source.url, filesystem=source.filesystem,
                           shards=tuple(s for s in source.shards if Path(s.path).name in {f.name for f in files}))
