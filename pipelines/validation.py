@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
-from pipelines.ingest import ROW_HASH, DataProfile, Source, read_source, without_files
+from pipelines.ingest import ROW_HASH, DataProfile, Source, read_source, row_parts, without_files
 from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells, label_name
 from resmm.data.decoded import MODALITY_FAULTS
 from resmm.data.split import is_validation
@@ -172,11 +172,18 @@ def unreadable_files(source: Source, columns: list[str]) -> list[dict]:
     return [{"path": r["url"], "reason": r["reason"]} for r in probes.take_all() if r["reason"]]
 
 
+def inspect_block(table: pa.Table, *, spec: dict, rules: Rules, batch_rows: int):
+    """map_batches stage over whole read blocks (see pipelines.ingest.row_parts): inspect `batch_rows` rows at a
+    time, so the inspection fuses with the read."""
+    for part in row_parts(table, batch_rows):
+        yield inspect_batch(part, spec=spec, rules=rules)
+
+
 def _inspect(source: Source, spec: PreprocessSpec, rules: Rules, batch_rows: int) -> _Verdicts:
     columns = ["sample_id", "label", *spec.modalities]
     inspected = read_source(source, columns, row_hashes=True, paths=True).map_batches(
-        inspect_batch, batch_format="pyarrow", batch_size=batch_rows,
-        fn_kwargs={"spec": dataclasses.asdict(spec), "rules": rules},
+        inspect_block, batch_format="pyarrow", batch_size=None,
+        fn_kwargs={"spec": dataclasses.asdict(spec), "rules": rules, "batch_rows": batch_rows},
     )
     verdicts = _Verdicts(spec.modalities)
     for batch in inspected.iter_batches(batch_format="pyarrow", batch_size=None):
