@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -15,6 +17,38 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+
+RAY_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+_TOKEN_FILE_BEFORE: tuple | None = None
+
+
+def token_file_state() -> tuple | None:
+    try:
+        stat = RAY_TOKEN_FILE.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+def pytest_configure(config):
+    """Every Ray this test run starts or joins uses a fresh token of its own, passed by environment.
+
+    Ray 2.60 otherwise reads (and a local `ray.init` writes) the user's ~/.ray/auth_token, and a
+    `ray start --head` with RAY_AUTH_MODE=token refuses to start where that file does not exist yet.
+    """
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+    global _TOKEN_FILE_BEFORE
+    _TOKEN_FILE_BEFORE = token_file_state()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The run fails if anything it started wrote the user's ~/.ray/auth_token."""
+    if token_file_state() != _TOKEN_FILE_BEFORE:
+        sys.stderr.write(f"\nFAILED: the test run created or changed {RAY_TOKEN_FILE}\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def png_bytes(height: int = 28, width: int = 28, mode: str = "L", seed: int = 0, fmt: str = "PNG") -> bytes:

@@ -13,7 +13,7 @@ import yaml
 from resmm.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
-CRDS = REPO.parent / "shared" / "kuberay-crds"
+CRDS = REPO / "infra" / "crds"  # vendored KubeRay v1.7.0 CRDs (infra/crds/README.md)
 MANIFESTS = sorted((REPO / "infra").glob("*.yaml"))
 
 
