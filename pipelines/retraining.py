@@ -13,7 +13,7 @@ from pipelines.training import connect_ray, resolve_data_path, run_training
 from resmm.config import Config
 from resmm.fingerprint import data_fingerprint
 from resmm.lease import Lease, LeaseHeld
-from resmm.secrets import say
+from resmm.console import say
 from resmm.tracking import registry, runs
 from resmm.train.driver import storage_uri
 

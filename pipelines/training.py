@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -18,12 +19,12 @@ from resmm.datasets import demo
 from resmm.fingerprint import data_fingerprint
 from resmm.models.builders import build_model
 from resmm.quarantine import QuarantineReport
-from resmm.secrets import say
+from resmm import console
+from resmm.console import progress_bar, say
 from resmm.summary import format_table
 from resmm.tracking import lineage as lineage_dataset
 from resmm.tracking import plots, registry, runs
 from resmm.train.driver import STATE_FILE, configure_execution, fit, storage_uri
-from resmm.train.loop import WORKER_GROUP_STARTED
 from resmm.train.retrieval import flat_metrics, retrieval_recall
 from resmm.train.robustness import mean_pattern_accuracy, robustness_report
 
@@ -54,31 +55,77 @@ def connect_ray() -> None:
 
     A local instance gets `resmm` and `pipelines` as py_modules, so workers import the very code the driver
     runs, installed or not. Under `ray job submit` the job's own runtime_env (working_dir) provides them.
+    The frameworks' INFO logs and the workers' output stay in Ray's log directory unless RESMM_LOG_LEVEL=INFO.
     """
     if ray.is_initialized():
         return
+    options = {"log_to_driver": console.verbose(), "logging_level": console.framework_log_level()}
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        context = ray.init(address=address, **options)
     else:
         import pipelines
         import resmm
 
+        use_local_token()
         modules = [str(Path(m.__file__).parent) for m in (resmm, pipelines)]
-        ray.init(address="local", runtime_env={"py_modules": modules})
+        context = ray.init(address="local", runtime_env={"py_modules": modules}, **options)
+    console.quiet_frameworks()
+    if not console.verbose():
+        say(f"[resmm] Ray's logs: {context.address_info['session_dir']}/logs "
+            f"(set {console.LOG_LEVEL_ENV}=INFO to see them here)")
 
 
-def evaluate_registered_weights(cfg: Config, spec: PreprocessSpec, model_state: dict, val_dataset) -> tuple[dict, dict]:
+def use_local_token() -> None:
+    """Token authentication for a local instance, as on every Ray cluster. Without a token of the user's own
+    (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), the instance gets a fresh one that lives in this
+    process's environment only, so a local run writes nothing to ~/.ray. RAY_AUTH_MODE=disabled is respected."""
+    if os.environ.get("RAY_AUTH_MODE", "token") != "token":
+        return
+    has_token = (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                 or (Path.home() / ".ray" / "auth_token").exists())
+    if not has_token:
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        # Ray's own switch: sets RAY_AUTH_MODE and reloads the config Ray read at import. Choosing the mode
+        # explicitly is also what keeps Ray from warning that it turned token authentication on by default.
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+        _enable_token_auth()
+
+
+def counted(batches, bar):
+    """Pass tensor batches through, advancing `bar` by their rows."""
+    for batch in batches:
+        bar.update(len(batch["label"]))
+        yield batch
+
+
+def hide_ray_data_progress() -> None:
+    """resmm draws one bar per stage (validation, each epoch, robustness); Ray Data's own progress, which on a
+    non-interactive stdout becomes blocks of log lines every few seconds, would repeat them. The setting
+    travels to the workers' ingest with the DataContext."""
+    from ray.util.debug import log_once
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    log_once("ray_data_progress_manager_disabled")  # Ray's notice that its bars are off: this is why
+
+
+def evaluate_registered_weights(cfg: Config, spec: PreprocessSpec, model_state: dict, val_dataset,
+                                val_rows: int) -> tuple[dict, dict]:
     """Robustness report and retrieval recall of the registered weights, streamed over the validation split."""
     network = build_model(cfg.model, spec, cfg.data.impute)
     network.load_state_dict(model_state)
-    robustness = robustness_report(
-        network, val_dataset.iter_torch_batches(batch_size=256), spec.modalities, len(spec.classes),
-        seed=cfg.train.seed,
-    )
+    with progress_bar(val_rows, "robustness") as bar:
+        robustness = robustness_report(
+            network, counted(val_dataset.iter_torch_batches(batch_size=256), bar), spec.modalities,
+            len(spec.classes), seed=cfg.train.seed,
+        )
     retrieval = {}
     if cfg.model.retrieval:
-        retrieval = retrieval_recall(network, val_dataset.iter_torch_batches(batch_size=256), spec.modalities)
+        with progress_bar(val_rows, "retrieval") as bar:
+            retrieval = retrieval_recall(network, counted(val_dataset.iter_torch_batches(batch_size=256), bar),
+                                         spec.modalities)
     return robustness, retrieval
 
 
@@ -105,11 +152,11 @@ def validate_sources(cfg: Config, modalities: list[str], train_source, val_sourc
     null_label_is_fault = cfg.data.unlabeled_rows == "quarantine"
     checks = {"train": validate_source(
         train_source, spec, Rules(True, null_label_is_fault, classes, None if val_source else cfg.data.val_fraction),
-        batch_rows=cfg.data.preprocess_batch_rows, progress=progress,
+        batch_rows=cfg.data.preprocess_batch_rows, progress=progress, name="train",
     )}
     if val_source is not None:
         checks["val"] = validate_source(val_source, spec, Rules(True, null_label_is_fault, classes, None),
-                                        batch_rows=cfg.data.preprocess_batch_rows, progress=progress)
+                                        batch_rows=cfg.data.preprocess_batch_rows, progress=progress, name="val")
     for name, check in checks.items():
         report = check.report
         progress(f"[resmm] validation ({name}): {len(report.files)} file(s) skipped, {report.rows_total} row(s) "
@@ -133,18 +180,12 @@ def record_quarantine(cfg: Config, checks: dict[str, Validation], run_name: str,
     merged.location = ", ".join(locations) or None
     runs.log_dict(tracking_uri, run_id, merged.as_summary(), "data/quarantine.json")
     runs.log_metrics(tracking_uri, run_id, {
-        "quarantined_files": len(merged.files), "quarantined_rows": merged.rows_total,
-        **{f"quarantined_rows_{k}": v for k, v in merged.rows.items()},
-        **{f"modality_missing_{k}": v for k, v in merged.modalities_marked_missing.items()},
-        **{f"input_limit_{k}": v for k, v in merged.input_limits.items()},
+        "quarantine/files": len(merged.files), "quarantine/rows": merged.rows_total,
+        **{f"quarantine/{k}": v for k, v in merged.rows.items()},
+        **{f"modality_missing/{k}": v for k, v in merged.modalities_marked_missing.items()},
+        **{f"input_limit/{k}": v for k, v in merged.input_limits.items()},
     }, step=0)
     return merged
-
-
-def count_restarts(tracking_uri: str, run_id: str, since: float) -> int:
-    """Worker-group restarts during this fit: rank 0 logs the time each group starts (resmm.train.loop)."""
-    starts = [m for m in runs.metric_history(tracking_uri, run_id, WORKER_GROUP_STARTED) if m.value >= since]
-    return max(0, len(starts) - 1)
 
 
 def run_training(cfg: Config, progress=say, initial_weights: dict | None = None, train_source=None) -> dict:
@@ -167,6 +208,7 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
     connect_ray()
     # Driver-side passes (validation, evaluation); Train ingest gets the same through DataConfig.
     configure_execution(ray.data.DataContext.get_current().execution_options, cfg)
+    hide_ray_data_progress()
     progress(f"[resmm] {len(train_source.shards)} shards, {train_source.num_rows} rows; validating every row "
              "(files, ids, labels, decodable bytes) before training")
     checks = validate_sources(cfg, modalities, train_source, val_source, progress)
@@ -175,8 +217,6 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
     classes = resolve_classes(cfg.data.classes, profile.class_counts)
     progress(f"[resmm] profile: {profile.rows} training rows, classes {profile.as_summary()['class_counts']}")
     spec = PreprocessSpec.from_config(cfg.data, modalities, classes)
-    # Inside the workers, resmm's own per-epoch progress lines replace Ray Data's periodic progress dumps.
-    ray.data.DataContext.get_current().enable_progress_bars = False
 
     # (validated source, side of the hash split) for each dataset: one location split by sample_id, or two.
     if val_source is None:
@@ -197,8 +237,7 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
         "resmm.git_commit": git_commit(),
         "resmm.config_hash": cfg.digest(),
     }
-    run_id = runs.start_run(tracking_uri, cfg.mlflow.experiment, cfg.train.run_name, cfg.flat(), lineage)
-    run_name = cfg.train.run_name or f"resmm-{run_id[:12]}"
+    run_id, run_name = runs.start_run(tracking_uri, cfg.mlflow.experiment, cfg.train.run_name, cfg.flat(), lineage)
     progress(f"[resmm] MLflow run {run_id} at {tracking_uri}; Ray Train run '{run_name}'")
     try:
         quarantine = record_quarantine(cfg, checks, run_name, tracking_uri, run_id, progress)
@@ -210,16 +249,16 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
             {**profile.as_summary(), "shards": [s.url for s in train_source.shards]},
             "data/profile.json",
         )
-        fit_started = time.time()
+        starts_before = runs.worker_group_starts(tracking_uri, run_id)
         outcome = fit(
             cfg, spec, datasets, run_name=run_name, tracking_uri=tracking_uri, run_id=run_id,
             class_counts=[profile.class_counts.get(c, 0) for c in classes], train_rows=profile.rows,
             initial_weights=initial_weights,
         )
-        restarts = count_restarts(tracking_uri, run_id, since=fit_started)
+        restarts = max(0, runs.worker_group_starts(tracking_uri, run_id) - starts_before - 1)
         if restarts:
             progress(f"[resmm] the worker group was restarted {restarts} time(s) from its last checkpoint")
-        runs.log_metrics(tracking_uri, run_id, {"train_restarts": restarts}, step=cfg.train.epochs - 1)
+        runs.log_metrics(tracking_uri, run_id, {"train/restarts": restarts}, step=cfg.train.epochs - 1)
         best = outcome.best_metrics
         worker = outcome.worker_return
         figure = plots.confusion_matrix_figure(best["val_confusion_matrix"], classes)
@@ -227,8 +266,10 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
         plots.close(figure)
 
         state = torch.load(Path(outcome.best_checkpoint_path) / STATE_FILE, map_location="cpu", weights_only=True)
-        progress("[resmm] robustness report: 7 presence patterns and missing rates 0.0-0.9 per modality")
-        robustness, retrieval = evaluate_registered_weights(cfg, spec, state["model"], datasets["val"])
+        progress("[resmm] robustness report: every presence pattern and missing rates 0.0-0.9 per modality")
+        val_profile = train_check.val_profile if val_source is None else checks["val"].train_profile
+        robustness, retrieval = evaluate_registered_weights(cfg, spec, state["model"], datasets["val"],
+                                                            val_profile.rows)
         if retrieval:
             runs.log_dict(tracking_uri, run_id, retrieval, "retrieval/recall.json")
             runs.log_metrics(tracking_uri, run_id, flat_metrics(retrieval), step=best["epoch"])
@@ -241,8 +282,8 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
         runs.log_dict(tracking_uri, run_id, {"fed_class_counts": fed, "epoch": best["epoch"]}, "data/fed_class_counts.json")
         runs.log_metrics(
             tracking_uri, run_id,
-            {"robustness_mean_pattern_accuracy": mean_pattern_accuracy(robustness),
-             **{f"fed_rows_{c}": n for c, n in fed.items()}},
+            {"robustness/mean_pattern_accuracy": mean_pattern_accuracy(robustness),
+             **{f"fed_rows/{c}": n for c, n in fed.items()}},
             step=cfg.train.epochs - 1,
         )
         bundle = {"model": cfg.model.model_dump(mode="json"), "spec": dataclasses.asdict(spec),
@@ -253,7 +294,8 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
             tags={**lineage, "resmm.mlflow_run_id": run_id, "resmm.best_epoch": best["epoch"]},
         )
         headline = {k: best[k] for k in ("val_accuracy", "val_balanced_accuracy", "val_macro_f1") if k in best}
-        runs.log_metrics(tracking_uri, run_id, {f"best_{k}": v for k, v in headline.items()}, step=best["epoch"])
+        runs.log_metrics(tracking_uri, run_id, {f"best/{k.removeprefix('val_')}": v for k, v in headline.items()},
+                         step=best["epoch"])
     except BaseException:
         runs.end_run(tracking_uri, run_id, "FAILED")
         raise

@@ -21,7 +21,7 @@ from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells, la
 from resmm.data.decoded import MODALITY_FAULTS
 from resmm.data.split import is_validation
 from resmm.quarantine import DUPLICATE_SAMPLE_ID, QuarantineReport, id_hashes, later_duplicates, row_faults
-from resmm.secrets import say
+from resmm.console import progress_bar, say
 from resmm.shards import ShardError, open_filesystem
 
 QUARANTINE_REASON = "quarantine_reason"
@@ -179,24 +179,27 @@ def inspect_block(table: pa.Table, *, spec: dict, rules: Rules, batch_rows: int)
         yield inspect_batch(part, spec=spec, rules=rules)
 
 
-def _inspect(source: Source, spec: PreprocessSpec, rules: Rules, batch_rows: int) -> _Verdicts:
+def _inspect(source: Source, spec: PreprocessSpec, rules: Rules, batch_rows: int, name: str) -> _Verdicts:
     columns = ["sample_id", "label", *spec.modalities]
     inspected = read_source(source, columns, row_hashes=True, paths=True).map_batches(
         inspect_block, batch_format="pyarrow", batch_size=None,
         fn_kwargs={"spec": dataclasses.asdict(spec), "rules": rules, "batch_rows": batch_rows},
     )
     verdicts = _Verdicts(spec.modalities)
-    for batch in inspected.iter_batches(batch_format="pyarrow", batch_size=None):
-        verdicts.add(batch)
+    with progress_bar(source.num_rows, f"validate {name}") as bar:
+        for batch in inspected.iter_batches(batch_format="pyarrow", batch_size=None):
+            verdicts.add(batch)
+            bar.update(batch.num_rows)
     return verdicts
 
 
 def validate_source(source: Source, spec: PreprocessSpec, rules: Rules, *, batch_rows: int = 256,
-                    progress=say) -> Validation:
-    """Run the validation stage over every row of `source`; see resmm.quarantine for the policy per fault."""
+                    progress=say, name: str = "data") -> Validation:
+    """Run the validation stage over every row of `source`; see resmm.quarantine for the policy per fault.
+    `name` labels its progress bar."""
     columns = ["sample_id", "label", *spec.modalities]
     try:
-        verdicts = _inspect(source, spec, rules, batch_rows)
+        verdicts = _inspect(source, spec, rules, batch_rows, name)
     except (ray.exceptions.RayError, OSError, pa.ArrowException) as exc:
         # A file whose footer reads but whose pages do not fails its whole read task, good files and all:
         # find it file by file, set it aside, and read the rest again.
@@ -208,7 +211,7 @@ def validate_source(source: Source, spec: PreprocessSpec, rules: Rules, *, batch
         source = without_files(source, bad)
         if not source.shards:
             raise ShardError(f"data path '{source.url}': no readable Parquet file left") from exc
-        verdicts = _inspect(source, spec, rules, batch_rows)
+        verdicts = _inspect(source, spec, rules, batch_rows, name)
     for shard in source.shards:  # the reader must have delivered every row each footer promised
         read = verdicts.rows_by_path.get(shard.path, 0)
         if read != shard.num_rows:

@@ -55,8 +55,3 @@ def redact(value: Any, secrets: list[str] | None = None) -> Any:
     if isinstance(value, str):
         return redact_text(value, secrets)
     return value
-
-
-def say(message: str) -> None:
-    """Progress output with secrets masked: the default `progress` of resmm's pipelines."""
-    print(redact_text(message), flush=True)

@@ -4,7 +4,8 @@ import json
 from mlflow.tracking import MlflowClient
 
 from resmm.config import load_config
-from resmm.secrets import MASK, redact, redact_text, say, secret_values
+from resmm.console import say
+from resmm.secrets import MASK, redact, redact_text, secret_values
 from resmm.summary import write_json
 from resmm.tracking import runs
 

@@ -1,19 +1,58 @@
-"""The served model: an MLflow pyfunc whose `predict` takes Parquet-contract rows and returns class probabilities."""
+"""The served model: an MLflow pyfunc whose `predict` takes Parquet-contract rows and returns class probabilities.
+
+Rows come from Python (image / audio as raw bytes) or from a REST request (`mlflow models serve`, JSON), where
+image and audio are base64 strings. Null, an empty string or an absent column means the modality is missing,
+and so does media that cannot be read (bad base64, corrupt bytes): that cell is named in the row's
+`unreadable_modalities`, and the rest of the request is scored as usual.
+"""
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from resmm.config import ModelConfig
-from resmm.data.batch import BatchPreprocessor, PreprocessSpec
+from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells
 
 WEIGHTS_ARTIFACT = "weights"
 BUNDLE_ARTIFACT = "bundle"
 PREDICTED_LABEL = "predicted_label"
+UNREADABLE = "unreadable_modalities"
+MEDIA_MODALITIES = ("image", "audio")  # binary in the Parquet contract, base64 text in JSON
+
+
+class RequestError(MlflowException):
+    """A request that breaks the model's input schema; the scoring server answers HTTP 400 with the message."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def media_cell(value, column: str):
+    """One image / audio cell -> (bytes or None, unreadable): raw bytes as they are, a string as base64."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, False
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value) or None, False
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True), False
+        except (binascii.Error, ValueError):
+            return None, True
+    raise RequestError(f"column '{column}' holds a {type(value).__name__}; expected base64 text, bytes or null")
+
+
+def text_cell(value, column: str):
+    if value is None or isinstance(value, str):
+        return value if value and value.strip() else None
+    raise RequestError(f"column '{column}' holds a {type(value).__name__}; expected a string or null")
 
 
 def probability_column(class_name: str) -> str:
@@ -43,20 +82,35 @@ class ResmmPyfunc(mlflow.pyfunc.PythonModel):
         self.preprocess = BatchPreprocessor(self.spec)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        probabilities = [self._predict_chunk(model_input.iloc[i : i + self.batch_rows])
-                         for i in range(0, len(model_input), self.batch_rows)]
-        probs = np.concatenate(probabilities) if probabilities else np.zeros((0, len(self.spec.classes)))
+        if not isinstance(model_input, pd.DataFrame) or len(model_input) == 0:
+            raise RequestError("the request holds no rows")
+        chunks = [self._predict_chunk(model_input.iloc[i : i + self.batch_rows])
+                  for i in range(0, len(model_input), self.batch_rows)]
+        probs = np.concatenate([p for p, _ in chunks])
         out = pd.DataFrame(
             {probability_column(c): probs[:, i].astype(np.float64) for i, c in enumerate(self.spec.classes)},
             index=model_input.index,
         )
-        out[PREDICTED_LABEL] = np.asarray(self.spec.classes, dtype=object)[probs.argmax(1)] if len(probs) else []
+        out[PREDICTED_LABEL] = np.asarray(self.spec.classes, dtype=object)[probs.argmax(1)]
+        out[UNREADABLE] = [name for _, names in chunks for name in names]
         return out
 
     @torch.no_grad()
-    def _predict_chunk(self, frame: pd.DataFrame) -> np.ndarray:
-        columns = {c: frame[c].to_numpy(dtype=object) for c in self.spec.modalities if c in frame.columns}
-        columns.setdefault("sample_id", np.array([None] * len(frame), dtype=object))
-        arrays = self.preprocess(columns)
-        batch = {k: torch.from_numpy(v) for k, v in arrays.items()}
-        return torch.softmax(self.network(batch).logits.float(), dim=1).numpy()
+    def _predict_chunk(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+        """(probabilities (rows, classes), per row the comma-joined modalities whose content was unreadable)."""
+        rows = len(frame)
+        batch, unreadable = {}, [[] for _ in range(rows)]
+        for modality in self.spec.modalities:
+            cells = column_cells(frame[modality] if modality in frame.columns else None, rows)
+            if modality in MEDIA_MODALITIES:
+                cells, bad = zip(*(media_cell(v, modality) for v in cells))
+            else:
+                cells, bad = [text_cell(v, modality) for v in cells], [False] * rows
+            decoded = self.preprocess.decode_column(modality, list(cells))
+            for row in range(rows):
+                if bad[row] or (cells[row] is not None and not decoded.present[row]):
+                    unreadable[row].append(modality)
+            batch[modality] = torch.from_numpy(decoded.values)
+            batch[f"{modality}_present"] = torch.from_numpy(decoded.present.astype(np.float32))
+        probs = torch.softmax(self.network(batch).logits.float(), dim=1).numpy()
+        return probs, [",".join(names) for names in unreadable]

@@ -1,51 +1,74 @@
-"""Logging the trained network as an MLflow pyfunc with a signature, and registering it."""
+"""Logging the trained network as an MLflow pyfunc (models-from-code, with a signature and an input example),
+and registering it."""
 from __future__ import annotations
 
+import base64
+import importlib.metadata
+import io
 import json
 import tempfile
 from pathlib import Path
 
 import mlflow
+import numpy as np
+import pandas as pd
+import soundfile
 import torch
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
+from PIL import Image
 
 import resmm
 from resmm.secrets import redact
 from resmm.tracking.pyfunc_model import (
     BUNDLE_ARTIFACT,
     PREDICTED_LABEL,
+    UNREADABLE,
     WEIGHTS_ARTIFACT,
-    ResmmPyfunc,
     probability_column,
 )
 
-# The serving environment: the same pinned stack resmm trains with (MLflow would otherwise infer it slowly).
-_PIP_REQUIREMENTS = [
-    "torch==2.13.0",
-    "numpy",
-    "pandas",
-    "scipy",
-    "pillow",
-    "soundfile",
-    "pydantic>=2.6",
-    "pyyaml",
-]
+# The file MLflow logs as the model's code; read, not imported, since it registers the model when it runs.
+SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")
+# What the served model imports (resmm's own code ships inside the model). Pinned to the versions this process
+# trains with, so a serving environment built from the registry runs the same stack.
+SERVING_PACKAGES = ("torch", "numpy", "pandas", "pyarrow", "scipy", "pillow", "soundfile", "pydantic", "pyyaml")
 
 
-def model_signature(classes) -> ModelSignature:
-    inputs = Schema(
-        [
-            ColSpec("string", "sample_id", required=False),
-            ColSpec("binary", "image", required=False),
-            ColSpec("string", "text", required=False),
-            ColSpec("binary", "audio", required=False),
-        ]
-    )
+def serving_requirements() -> list[str]:
+    # A local version label ("2.13.0+cpu") names a build that package indexes do not serve under that name.
+    return [f"{name}=={importlib.metadata.version(name).split('+')[0]}" for name in SERVING_PACKAGES]
+
+
+def model_signature(modalities, classes) -> ModelSignature:
+    """Every input column is an optional string: image and audio as base64 in JSON (raw bytes from Python pass
+    too), so a JSON null can say "missing" in any column."""
+    inputs = Schema([ColSpec("string", "sample_id", required=False)]
+                    + [ColSpec("string", m, required=False) for m in modalities])
     outputs = Schema(
-        [ColSpec("double", probability_column(c)) for c in classes] + [ColSpec("string", PREDICTED_LABEL)]
+        [ColSpec("double", probability_column(c)) for c in classes]
+        + [ColSpec("string", PREDICTED_LABEL), ColSpec("string", UNREADABLE)]
     )
     return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def input_example(spec: dict) -> pd.DataFrame:
+    """Three request rows as a REST client sends them: every modality, one lacking the image, and text only.
+    The media are tiny synthetic ones, so no training row ever lands in the model's artifacts."""
+    png, wav = io.BytesIO(), io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(png, "PNG")
+    rate = spec["audio_sample_rate_hz"]
+    soundfile.write(wav, np.zeros(rate // 10, np.float32), rate, format="WAV")
+    media = {"image": base64.b64encode(png.getvalue()).decode(), "audio": base64.b64encode(wav.getvalue()).decode(),
+             "text": "an example"}
+    rows = []
+    for sample_id, keep in (("example-all", None), ("example-no-image", "image"), ("example-text-only", "text")):
+        row = {"sample_id": sample_id}
+        for m in spec["modalities"]:
+            missing = (keep == "image" and m == "image") or (keep == "text" and m != "text")
+            row[m] = None if missing else media[m]
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def log_and_register(
@@ -67,18 +90,17 @@ def log_and_register(
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=ResmmPyfunc(),
+                python_model=str(SERVED_MODEL_CODE),
                 artifacts={WEIGHTS_ARTIFACT: str(weights), BUNDLE_ARTIFACT: str(bundle_path)},
                 # Ship the resmm package inside the model so serving needs no separate install of it.
                 code_paths=[str(Path(resmm.__file__).parent)],
-                signature=model_signature(bundle["spec"]["classes"]),
-                pip_requirements=_PIP_REQUIREMENTS,
+                signature=model_signature(bundle["spec"]["modalities"], bundle["spec"]["classes"]),
+                input_example=input_example(bundle["spec"]),
+                pip_requirements=serving_requirements(),
                 registered_model_name=registered_model,
             )
     version = str(info.registered_model_version)
-    client = mlflow.MlflowClient(tracking_uri)
-    for key, value in redact(tags).items():
-        client.set_model_version_tag(registered_model, version, key, str(value))
+    tag_version(tracking_uri, registered_model, version, tags)
     return info.model_uri, version
 
 

@@ -55,8 +55,10 @@ def check_tracking_access(tracking_uri: str, timeout_s: float = 15) -> None:
         raise TrackingAccessError(f"the MLflow server at {tracking_uri} answered HTTP {response.status_code}")
 
 
-def start_run(tracking_uri: str, experiment: str, run_name: str | None, params: dict, tags: dict) -> str:
-    """Create the job's run (creating the experiment on first use), log the whole resolved config as params.
+def start_run(tracking_uri: str, experiment: str, run_name: str | None, params: dict, tags: dict) -> tuple[str, str]:
+    """Create the job's run (creating the experiment on first use), log the whole resolved config as params;
+    returns (run id, run name). The MLflow run is named like the Ray Train run: `run_name`, or
+    `resmm-<first 12 characters of the run id>`.
 
     With an explicit Ray Train run name, an unfinished run of the same name is reused: a retried job resumes
     its Ray Train checkpoint and keeps logging into the same MLflow run instead of duplicating it.
@@ -74,15 +76,19 @@ def start_run(tracking_uri: str, experiment: str, run_name: str | None, params: 
         if previous:
             run_id = previous[0].info.run_id
             client.update_run(run_id, status="RUNNING")
-            return run_id
+            return run_id, run_name
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
+    if not run_name:
+        run_name = f"resmm-{run_id[:12]}"
+        client.update_run(run_id, name=run_name)
+        client.set_tag(run_id, RAY_RUN_TAG, run_name)
     param_items = [(k, _param_text(v)) for k, v in sorted(params.items())]
     for start in range(0, len(param_items), 100):  # log_batch takes at most 100 params per call
         client.log_batch(
             run_id, params=[mlflow.entities.Param(k, v) for k, v in param_items[start : start + 100]]
         )
-    return run_id
+    return run_id, run_name
 
 
 def _param_text(value) -> str:
@@ -91,7 +97,8 @@ def _param_text(value) -> str:
 
 
 def log_metrics(tracking_uri: str, run_id: str, metrics: dict, step: int) -> None:
-    """Log the scalar entries of `metrics` (non-scalars such as confusion matrices are skipped)."""
+    """Log the scalar entries of `metrics` under the names given (non-scalars such as confusion matrices are
+    skipped). Names are grouped with '/' (`val/accuracy`, `quarantine/null_label`) so the UI sections them."""
     scalars = {
         k: float(v)
         for k, v in metrics.items()
@@ -105,8 +112,41 @@ def log_metrics(tracking_uri: str, run_id: str, metrics: dict, step: int) -> Non
     )
 
 
-def metric_history(tracking_uri: str, run_id: str, key: str) -> list:
-    return MlflowClient(tracking_uri).get_metric_history(run_id, key)
+def epoch_metric_name(key: str) -> str:
+    """The MLflow name of one of the training loop's metric keys, grouped by split and head:
+    `val_balanced_accuracy` -> `val/balanced_accuracy`, `val_head_image_accuracy` -> `val/head/image/accuracy`,
+    `train_loss_head_audio` -> `train/head/audio/loss`, `train_samples_per_s` -> `train/samples_per_s`.
+    The loop, its checkpoints and the summary keep the flat keys; only MLflow sees these names."""
+    split, _, rest = key.partition("_")
+    if split not in ("train", "val") or not rest:
+        return key
+    if rest.startswith("head_"):  # val_head_<modality>_<metric>
+        modality, _, metric = rest.removeprefix("head_").partition("_")
+        return f"{split}/head/{modality}/{metric}"
+    if rest.startswith("loss_head_"):  # train_loss_head_<modality>
+        return f"{split}/head/{rest.removeprefix('loss_head_')}/loss"
+    return f"{split}/{rest}"
+
+
+def log_epoch_metrics(tracking_uri: str, run_id: str, metrics: dict, epoch: int) -> None:
+    """One epoch's metrics at step `epoch`; the epoch number itself is the step, not a metric."""
+    log_metrics(tracking_uri, run_id, {epoch_metric_name(k): v for k, v in metrics.items() if k != "epoch"}, epoch)
+
+
+# Ray Train does not report how often it restarted the worker group, so rank 0 counts the group's starts in
+# this run tag and the driver compares the count before and after its fit.
+WORKER_GROUP_STARTS_TAG = "resmm.worker_group_starts"
+
+
+def worker_group_starts(tracking_uri: str, run_id: str) -> int:
+    return int(MlflowClient(tracking_uri).get_run(run_id).data.tags.get(WORKER_GROUP_STARTS_TAG, "0"))
+
+
+def record_worker_group_start(tracking_uri: str, run_id: str) -> None:
+    """Called by rank 0 only, once per worker group: groups never overlap, so the read-increment is safe."""
+    MlflowClient(tracking_uri).set_tag(
+        run_id, WORKER_GROUP_STARTS_TAG, str(worker_group_starts(tracking_uri, run_id) + 1)
+    )
 
 
 def log_dict(tracking_uri: str, run_id: str, payload: dict, artifact_file: str) -> None:
@@ -124,20 +164,6 @@ def log_figure(tracking_uri: str, run_id: str, figure, artifact_file: str) -> No
     MlflowClient(tracking_uri).log_figure(run_id, figure, artifact_file)
 
 
-def set_tags(tracking_uri: str, run_id: str, tags: dict) -> None:
-    client = MlflowClient(tracking_uri)
-    for key, value in redact(tags).items():
-        client.set_tag(run_id, key, str(value))
-
-
 def end_run(tracking_uri: str, run_id: str, status: str) -> None:
     """status: FINISHED, FAILED or KILLED."""
     MlflowClient(tracking_uri).set_terminated(run_id, status=status)
-
-
-def log_text_file(tracking_uri: str, run_id: str, text: str, artifact_file: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(artifact_file).name
-        path.write_text(redact_text(text))
-        parent = str(Path(artifact_file).parent)
-        MlflowClient(tracking_uri).log_artifact(run_id, str(path), None if parent == "." else parent)

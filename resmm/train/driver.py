@@ -6,13 +6,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ray.data import ExecutionResources
+from ray.data import DataContext, ExecutionOptions, ExecutionResources
 from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from resmm.config import Config
 from resmm.data.batch import PreprocessSpec
 from resmm.train.loop import METRICS_FILE, STATE_FILE, train_loop_per_worker
+from resmm.train.progress import drawn, start_board
 
 SELECTION_METRIC = "val_balanced_accuracy"
 
@@ -21,7 +22,6 @@ SELECTION_METRIC = "val_balanced_accuracy"
 class FitOutcome:
     best_checkpoint_path: str  # local directory holding state.pt and metrics.json of the best epoch
     best_metrics: dict  # metrics of the best epoch, confusion matrix included
-    last_metrics: dict
     worker_return: dict  # rank 0's return value: rows seen, train seconds, start epoch
 
 
@@ -32,8 +32,14 @@ def storage_uri(path: str) -> str:
 
 def ingest_options(cfg: Config):
     """Ray Data options for Train ingest. A label selector or budget must travel here: one set only on the
-    driver's DataContext is silently dropped for the workers' dataset shards."""
-    return configure_execution(DataConfig.default_ingest_options(), cfg)
+    driver's DataContext is silently dropped for the workers' dataset shards.
+
+    Built here rather than by `DataConfig.default_ingest_options()`, which copies the deprecated
+    `exclude_resources` and so warns on every run."""
+    current = DataContext.get_current().execution_options
+    options = ExecutionOptions(resource_limits=current.resource_limits, preserve_order=current.preserve_order,
+                               verbose_progress=current.verbose_progress)
+    return configure_execution(options, cfg)
 
 
 def configure_execution(options, cfg: Config):
@@ -60,6 +66,7 @@ def fit(
     train_rows: int,
     initial_weights: dict | None = None,
 ) -> FitOutcome:
+    board = start_board()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -70,6 +77,7 @@ def fit(
             "class_counts": class_counts,
             "train_rows": train_rows,
             "initial_weights": initial_weights,
+            "progress_board": board,
         },
         scaling_config=ScalingConfig(
             num_workers=cfg.train.num_workers,
@@ -89,7 +97,8 @@ def fit(
         # Only the training set is sharded; rank 0 validates on the whole validation set.
         dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ingest_options(cfg)),
     )
-    result = trainer.fit()
+    with drawn(board):
+        result = trainer.fit()
     best = result.get_best_checkpoint(SELECTION_METRIC, "max") or result.checkpoint
     if best is None:
         raise RuntimeError("training finished without reporting a checkpoint")
@@ -98,7 +107,6 @@ def fit(
     return FitOutcome(
         best_checkpoint_path=local_dir,
         best_metrics=best_metrics,
-        last_metrics=dict(result.metrics or {}),
         worker_return=dict(result.return_value or {}),
     )
 

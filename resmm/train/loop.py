@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,22 +24,34 @@ from resmm.models.builders import build_model
 from resmm.train.losses import LongTailLoss
 from resmm.train.objectives import total_loss
 from resmm.train.metrics import classification_metrics
+from resmm.train.progress import EpochReporter
 from resmm.tracking import runs
 
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.json"
-# Rank 0 logs this MLflow metric (value: unix time) whenever a worker group starts, so the driver can count
-# Ray Train's restarts, which Ray does not report.
-WORKER_GROUP_STARTED = "train_worker_group_started_at"
+SYSTEM_METRICS_INTERVAL_S = 5
 
 
-def report_progress(message: str) -> None:
-    """Progress line from a worker: straight to stderr, which Ray forwards to the driver once.
+@contextlib.contextmanager
+def system_metrics(context, tracking_uri: str, run_id: str):
+    """MLflow system metrics (CPU, memory, disk, network; NVIDIA GPUs through nvidia-ml-py) of this worker's
+    node while the body runs, sampled by the node's first worker only: `system/...`, or
+    `system/node_<rank>/...` when the workers span several nodes."""
+    if context.get_local_rank() != 0:
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-    (Ray Train routes `print` through its logger, which echoes every line twice on the driver.)
-    """
-    sys.__stderr__.write(f"[resmm] {message}\n")
-    sys.__stderr__.flush()
+    several_nodes = context.get_local_world_size() < context.get_world_size()
+    monitor = SystemMetricsMonitor(
+        run_id, sampling_interval=SYSTEM_METRICS_INTERVAL_S, resume_logging=True, tracking_uri=tracking_uri,
+        node_id=f"node_{context.get_node_rank()}" if several_nodes else None,
+    )
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
 
 
 def supervised_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -192,12 +203,18 @@ def epoch_rates(cfg: Config, classes, class_counts: list[int], rows: int, epoch:
 
 def train_loop_per_worker(loop_config: dict) -> dict:
     """Per-worker entry point. loop_config: cfg, spec, tracking_uri, run_id, class_counts (aligned with the
-    classes), train_rows (incl. unlabeled)."""
+    classes), train_rows (incl. unlabeled), progress_board (the driver's console; None: no progress)."""
+    context = ray.train.get_context()
+    with system_metrics(context, loop_config["tracking_uri"], loop_config["run_id"]):
+        return train_on_worker(loop_config, context)
+
+
+def train_on_worker(loop_config: dict, context) -> dict:
     cfg = Config.model_validate(loop_config["cfg"])
     spec = PreprocessSpec(**loop_config["spec"])
     class_counts = loop_config["class_counts"]
     train_rows = loop_config["train_rows"]
-    context = ray.train.get_context()
+    board = loop_config.get("progress_board")
     rank, world = context.get_world_rank(), context.get_world_size()
     # Workers share the node's cores with Ray Data; one intra-op thread each avoids oversubscription on CPU.
     if not cfg.train.use_gpu:
@@ -205,7 +222,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     torch.manual_seed(cfg.train.seed)
     device = ray.train.torch.get_device()
     if rank == 0:
-        runs.log_metrics(loop_config["tracking_uri"], loop_config["run_id"], {WORKER_GROUP_STARTED: time.time()}, step=0)
+        runs.record_worker_group_start(loop_config["tracking_uri"], loop_config["run_id"])
 
     model = build_model(cfg.model, spec, cfg.data.impute)
     optimizer_state, start_epoch = None, 0
@@ -218,11 +235,12 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     elif loop_config.get("initial_weights"):  # warm start from a previous model (e.g. the champion)
         try:
             model.load_state_dict(loop_config["initial_weights"])
-            if rank == 0:
-                report_progress("warm start: initial weights loaded")
+            if rank == 0 and board is not None:
+                board.add_line.remote("[resmm] warm start: initial weights loaded")
         except RuntimeError as exc:  # a changed architecture cannot reuse the weights
-            if rank == 0:
-                report_progress(f"warm start skipped, the architecture differs: {str(exc).splitlines()[0]}")
+            if rank == 0 and board is not None:
+                board.add_line.remote(
+                    f"[resmm] warm start skipped, the architecture differs: {str(exc).splitlines()[0]}")
     model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     if optimizer_state:
@@ -238,7 +256,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
     val_data = ray.train.get_dataset_shard("val")
     batch_size = cfg.train.batch_size_per_worker
     num_classes = len(spec.classes)
-    expected_batches = max(1, (cfg.data.epoch_rows or train_rows) // (batch_size * world))
+    expected_rows = cfg.data.epoch_rows or train_rows
     rows_seen_total, train_seconds_total = 0.0, 0.0
     metrics: dict = {}
     fed_counts = torch.zeros(num_classes, dtype=torch.float64)
@@ -255,6 +273,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         loss_sum, batches, rows = 0.0, 0, 0
         component_sums: dict[str, float] = {}
         epoch_fed = torch.zeros(num_classes, dtype=torch.float64)
+        reporter = EpochReporter(board if rank == 0 else None, epoch, cfg.train.epochs, expected_rows)
         with uneven_inputs(model):
             for batch in fed_batches(train_shard, batch_size, device, rates, unlabeled_rate, generator, draw_seed,
                                      cfg.data.prefetch_batches):
@@ -267,11 +286,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
                 labels = batch["label"].cpu()
                 epoch_fed += torch.bincount(labels[labels >= 0], minlength=num_classes).double()
                 loss_sum, batches, rows = loss_sum + loss.item(), batches + 1, rows + len(labels)
-                if rank == 0 and batches % max(1, expected_batches // 4) == 0:
-                    report_progress(
-                        f"epoch {epoch + 1}/{cfg.train.epochs} "
-                        f"{min(100, 100 * batches // expected_batches):3d}% loss {loss_sum / batches:.4f}"
-                    )
+                reporter.update(rows * world, loss_sum / batches)  # rank 0's rows stand for every rank's
         epoch_seconds = time.perf_counter() - started
         component_names = sorted(component_sums)
         totals = _global_sum(
@@ -281,6 +296,7 @@ def train_loop_per_worker(loop_config: dict) -> dict:
         epoch_rows, epoch_loss = totals[0], totals[1] / max(1.0, totals[2])
         rows_seen_total += epoch_rows
         train_seconds_total += epoch_seconds
+        reporter.update(int(epoch_rows), epoch_loss, force=True)
 
         metrics = {
             "epoch": epoch,
@@ -299,9 +315,9 @@ def train_loop_per_worker(loop_config: dict) -> dict:
             for m, (head_labels, head_preds) in per_head.items():
                 head = classification_metrics(head_labels, head_preds, num_classes, prefix=f"val_head_{m}_")
                 metrics.update({k: v for k, v in head.items() if not k.endswith("confusion_matrix")})
-            runs.log_metrics(loop_config["tracking_uri"], loop_config["run_id"], metrics, step=epoch)
-            report_progress(
-                f"epoch {epoch + 1}/{cfg.train.epochs} done in {epoch_seconds:.1f}s: "
+            runs.log_epoch_metrics(loop_config["tracking_uri"], loop_config["run_id"], metrics, epoch)
+            reporter.finish(
+                f"[resmm] epoch {epoch + 1}/{cfg.train.epochs} done in {epoch_seconds:.1f}s: "
                 f"train_loss {epoch_loss:.4f}, val_accuracy {metrics.get('val_accuracy', float('nan')):.4f}, "
                 f"val_balanced_accuracy {metrics.get('val_balanced_accuracy', float('nan')):.4f}, "
                 f"{metrics['train_samples_per_s']:.0f} samples/s"

@@ -45,9 +45,9 @@ def retrieval_recall(model, batches, modalities, max_rows: int = 5000) -> dict:
 
 
 def flat_metrics(report: dict) -> dict:
-    """{"retrieval_image_to_text_recall_at_1": r, ...} for MLflow, whose metric names may not contain '@'."""
+    """{"retrieval/image_to_text/recall_at_1": r, ...} for MLflow, whose metric names may not contain '@'."""
     return {
-        f"retrieval_{direction.replace('->', '_to_')}_{k.replace('@', '_at_')}": v
+        f"retrieval/{direction.replace('->', '_to_')}/{k.replace('@', '_at_')}": v
         for direction, scores in report.items()
         for k, v in scores.items()
         if k != "rows"
