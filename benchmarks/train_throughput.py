@@ -107,10 +107,13 @@ def main(argv=None) -> int:
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     # The training process holds a CPU, as a Ray Train worker does; Ray Train excludes its workers' CPUs from
-    # Ray Data's limits, so this does the same (without it, decode tasks oversubscribe the step's core).
+    # Ray Data's limits, so this caps Ray Data one CPU below the cluster's (without it, decode tasks
+    # oversubscribe the step's core). A CPU limit, not the deprecated `exclude_resources`.
     from ray.data import ExecutionResources
 
-    context.execution_options.exclude_resources = ExecutionResources(cpu=0 if args.gpu else 1)
+    held = 0 if args.gpu else 1
+    context.execution_options.resource_limits = ExecutionResources.for_limits(
+        cpu=ray.cluster_resources()["CPU"] - held)
     source = scan_source(str(data_dir), list(spec.modalities))
     source = type(source)(url=source.url, filesystem=source.filesystem,
                           shards=tuple(s for s in source.shards if Path(s.path).name in {f.name for f in files}))

@@ -36,7 +36,7 @@ def test_params_tags_dicts_and_summary_never_hold_the_secret(monkeypatch, tmp_pa
     monkeypatch.setenv("AZURE_CLIENT_SECRET", SECRET)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cfg = load_config(overrides=[f"data.path=abfs://container@{SECRET}.dfs.core.windows.net/shards"])
-    run_id = runs.start_run(uri, "secrets", None, cfg.flat(), {"resmm.data_path": cfg.data.path})
+    run_id, _ = runs.start_run(uri, "secrets", None, cfg.flat(), {"resmm.data_path": cfg.data.path})
     runs.log_dict(uri, run_id, cfg.model_dump(mode="json"), "config/resolved_config.json")
     run = MlflowClient(uri).get_run(run_id)
     assert SECRET not in json.dumps(run.data.params) + json.dumps(run.data.tags)

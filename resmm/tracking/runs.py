@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 import time
-from pathlib import Path
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from resmm.secrets import redact, redact_text
+from resmm.secrets import redact
 
 _MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 

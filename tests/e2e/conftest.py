@@ -4,6 +4,7 @@ Each fixture stops only the processes it started (the head runs with --block in 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -119,25 +120,29 @@ def ray_head(tmp_path_factory):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def running_service(args: list[str], log_path: Path, ready_url: str, env: dict | None = None, timeout_s: float = 120,
+                    cwd=None, ok_codes=(200,)):
+    """Start a server in its own process group, wait until `ready_url` answers, and stop it (only it) after."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
+        try:
+            wait_http(ready_url, ok_codes=ok_codes, proc=proc, timeout_s=timeout_s)
+            yield proc
+        finally:
+            stop(proc)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` with a sqlite backend and proxied artifacts; yields its tracking URI."""
     root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        env=service_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{uri}/health", proc=proc, timeout_s=120)
+    uri = f"http://127.0.0.1:{free_port()}"
+    args = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+            "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
+            "--port", uri.rsplit(":", 1)[1], "--workers", "1"]
+    with running_service(args, root / "server.log", f"{uri}/health", service_env(), cwd=root):
         yield uri
-    finally:
-        stop(proc)
-        log.close()
 
 
 @pytest.fixture(scope="session")
@@ -172,16 +177,29 @@ def submit_job(dashboard_url: str, entrypoint_args: list[str], env_vars: dict, t
 
 
 @pytest.fixture(scope="session")
+def submitted_run(ray_head, mlflow_server, demo_slice, tmp_path_factory):
+    """One real training job through `ray job submit` (2 DDP workers, 4 epochs, retrieval on), registered as
+    `resmm-e2e`; returns (summary, the job's output). Shared by the training and serving tests."""
+    import json
+
+    out = tmp_path_factory.mktemp("job")
+    summary_path = out / "summary.json"
+    completed = submit_job(
+        ray_head,
+        ["jobs/train.py", f"data.path={demo_slice}", "train.num_workers=2", "train.epochs=4",
+         "train.batch_size_per_worker=16", "model.retrieval=true", f"train.storage_path={out / 'runs'}",
+         "mlflow.experiment=e2e", "mlflow.registered_model=resmm-e2e", "--summary-json", str(summary_path)],
+        env_vars={"MLFLOW_TRACKING_URI": mlflow_server},
+    )
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    return json.loads(summary_path.read_text()), completed.stdout  # the job's own output; stderr is the CLI's
+
+
+@pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory):
     """moto's S3-compatible server on loopback; yields its endpoint URL (clients set AWS_ENDPOINT_URL)."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/moto-api/", ok_codes=(200, 404), proc=proc, timeout_s=60)
+    url = f"http://127.0.0.1:{free_port()}"
+    args = [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", url.rsplit(":", 1)[1]]
+    with running_service(args, tmp_path_factory.mktemp("moto") / "moto.log", f"{url}/moto-api/", timeout_s=60,
+                         ok_codes=(200, 404)):
         yield url
-    finally:
-        stop(proc)
-        log.close()

@@ -63,8 +63,8 @@ def test_killed_worker_resumes_from_checkpoint_in_one_mlflow_run(ray_head, mlflo
     matching = runs_named(mlflow_server, "faults", "killed-worker")
     assert [r.info.run_id for r in matching] == [summary["mlflow_run_id"]]
     run = matching[0]
-    assert run.info.status == "FINISHED" and run.data.metrics["train_restarts"] == summary["restarts"]
-    steps = {m.step for m in MlflowClient(mlflow_server).get_metric_history(run.info.run_id, "val_accuracy")}
+    assert run.info.status == "FINISHED" and run.data.metrics["train/restarts"] == summary["restarts"]
+    steps = {m.step for m in MlflowClient(mlflow_server).get_metric_history(run.info.run_id, "val/accuracy")}
     assert steps == {0, 1, 2, 3}
     assert 0.2 <= summary["metrics"]["val_balanced_accuracy"] <= 1.0
 

@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO
-from tests.e2e.conftest import BIN, free_port, service_env, stop, wait_http
+from tests.e2e.conftest import BIN, free_port, running_service, service_env
 
 pytestmark = pytest.mark.e2e
 
@@ -36,22 +36,13 @@ PLANTED = {
 def auth_server(tmp_path_factory):
     """`mlflow server --app-name basic-auth` on loopback; the admin password comes from the environment."""
     root = tmp_path_factory.mktemp("mlflow-auth")
-    port = free_port()
-    log = open(root / "server.log", "w")
+    uri = f"http://127.0.0.1:{free_port()}"
     env = service_env(MLFLOW_FLASK_SERVER_SECRET_KEY="csrf-key-for-tests", MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN_PASSWORD)
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--app-name", "basic-auth", "--backend-store-uri",
-         f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{uri}/health", ok_codes=(200, 401), proc=proc, timeout_s=120)
+    args = [str(BIN / "mlflow"), "server", "--app-name", "basic-auth", "--backend-store-uri",
+            f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
+            "--host", "127.0.0.1", "--port", uri.rsplit(":", 1)[1], "--workers", "1"]
+    with running_service(args, root / "server.log", f"{uri}/health", env, cwd=root, ok_codes=(200, 401)):
         yield uri, root
-    finally:
-        stop(proc)
-        log.close()
 
 
 @pytest.fixture(scope="module")

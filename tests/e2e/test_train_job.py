@@ -1,7 +1,7 @@
 """The whole chain on real services: Parquet → Ray Data → 2-worker DDP → MLflow registry, via `ray job submit`."""
 from __future__ import annotations
 
-import json
+import re
 import subprocess
 import sys
 
@@ -11,25 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO
-from tests.e2e.conftest import submit_job
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def submitted_run(ray_head, mlflow_server, demo_slice, tmp_path_factory):
-    out = tmp_path_factory.mktemp("job")
-    summary_path = out / "summary.json"
-    completed = submit_job(
-        ray_head,
-        ["jobs/train.py", f"data.path={demo_slice}", "train.num_workers=2", "train.epochs=4", "train.batch_size_per_worker=16",
-         "model.retrieval=true",
-         f"train.storage_path={out / 'runs'}", "mlflow.experiment=e2e", "mlflow.registered_model=resmm-e2e",
-         "--summary-json", str(summary_path)],
-        env_vars={"MLFLOW_TRACKING_URI": mlflow_server},
-    )
-    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
-    return json.loads(summary_path.read_text()), completed.stdout
 
 
 def majority_class_rate(data_dir) -> float:
@@ -46,17 +29,15 @@ def test_job_finishes_with_metrics_above_chance_and_a_registered_version(submitt
     run = client.get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.params["train.num_workers"] == "2"
-    history = client.get_metric_history(run.info.run_id, "val_balanced_accuracy")
+    history = client.get_metric_history(run.info.run_id, "val/balanced_accuracy")
     assert [m.step for m in history] == [0, 1, 2, 3]  # one point per epoch
-    for key in ("train_loss", "val_accuracy", "val_macro_f1"):
+    for key in ("train/loss", "val/accuracy", "val/macro_f1"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 4
     # Above chance: balanced accuracy at least twice chance (0.10 for 10 classes), and accuracy above what
     # always predicting the majority class would score on the same validation rows.
-    assert run.data.metrics["best_val_balanced_accuracy"] >= 0.20
-    assert run.data.metrics["best_val_accuracy"] > majority_class_rate(demo_slice) + 0.05
-    assert summary["metrics"]["val_balanced_accuracy"] == pytest.approx(
-        run.data.metrics["best_val_balanced_accuracy"]
-    )
+    assert run.data.metrics["best/balanced_accuracy"] >= 0.20
+    assert run.data.metrics["best/accuracy"] > majority_class_rate(demo_slice) + 0.05
+    assert summary["metrics"]["val_balanced_accuracy"] == pytest.approx(run.data.metrics["best/balanced_accuracy"])
     version = client.get_model_version("resmm-e2e", summary["model_version"])
     assert version.run_id == run.info.run_id
     assert version.tags["resmm.config_hash"] and version.tags["resmm.data_path"]
@@ -65,6 +46,32 @@ def test_job_finishes_with_metrics_above_chance_and_a_registered_version(submitt
     assert summary["num_workers"] == 2 and summary["epochs"] == 4
     assert summary["rows_seen_train"] > 0 and summary["throughput_samples_per_s"] > 0
     assert "epoch 4/4 done" in log
+
+
+def test_console_shows_progress_and_no_framework_noise(submitted_run):
+    """What `ray job submit` shows: resmm's lines and bars; no warning, traceback or framework INFO log."""
+    _, log = submitted_run
+    job_log = log.split("Tailing logs until the job exits")[-1]  # after `ray job submit`'s own preamble
+    lines = job_log.replace("\r", "\n").splitlines()
+    assert any(line.startswith("validate train:") for line in lines)
+    assert any(line.startswith("epoch 1/4:") and "rows/s" in line for line in lines)
+    assert any(line.startswith("robustness:") for line in lines)
+    noisy = [line for line in lines if re.search(r"warning|traceback| INFO |TrainingReport|Execution plan", line,
+                                                  re.IGNORECASE)]
+    assert noisy == []
+
+
+def test_run_is_named_grouped_and_carries_system_metrics(submitted_run, mlflow_server):
+    summary, _ = submitted_run
+    run = MlflowClient(mlflow_server).get_run(summary["mlflow_run_id"])
+    assert run.info.run_name == summary["ray_train_run_name"]
+    metrics = set(run.data.metrics)
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= metrics
+    assert {f"fed_rows/{c}" for c in summary["classes"]} <= metrics
+    assert {"quarantine/rows", "quarantine/null_label", "robustness/mean_pattern_accuracy", "train/restarts"} <= metrics
+    # Every metric sits in a section; bookkeeping (worker-group starts) lives in a tag, not a metric.
+    assert all("/" in name for name in metrics), sorted(m for m in metrics if "/" not in m)
+    assert run.data.tags["resmm.worker_group_starts"] == "1"
 
 
 def test_run_reports_profile_fed_counts_and_robustness(submitted_run, mlflow_server):
@@ -99,8 +106,8 @@ def test_run_reports_profile_fed_counts_and_robustness(submitted_run, mlflow_ser
         assert scores["rows"] > 10
     client = MlflowClient(mlflow_server)
     run = client.get_run(summary["mlflow_run_id"])
-    for key in ("train_loss_head_image", "train_loss_retrieval", "val_head_audio_accuracy",
-                "retrieval_image_to_text_recall_at_10"):
+    for key in ("train/head/image/loss", "train/loss_retrieval", "val/head/audio/accuracy",
+                "retrieval/image_to_text/recall_at_10"):
         assert key in run.data.metrics, key
     artifacts = {a.path for a in client.list_artifacts(summary["mlflow_run_id"], "plots")}
     assert "plots/robustness.png" in artifacts
