@@ -1,33 +1,51 @@
-"""Write the built-in demo dataset (real digits: handwritten, written in 20 languages, spoken by espeak-ng).
+"""Write a development corpus: the built-in demo (real digits: handwritten, written in 20 languages, spoken by
+espeak-ng) or, with --corpus stamps, Tux Paint's clip-art stamps (16 classes; needs the Debian package
+tuxpaint-stamps-default; writes <out>/train for training and <out>/holdout for the final evaluation).
 
-    python jobs/build_demo_data.py [--out DIR] [--rows N] [--seed S] [--shards K] [--if-missing]
+    python jobs/build_demo_data.py [--corpus {demo,stamps}] [--out DIR] [--rows N] [--seed S] [--shards K]
+                                   [--if-missing]
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from _common import report_user_error  # also puts the repo root on sys.path
-from resmm.datasets import demo
+from _common import EXIT_USER_ERROR, report_user_error  # also puts the repo root on sys.path
+from resmm.datasets import demo, stamps
+
+CORPORA = {"demo": (demo, demo.DemoSpec), "stamps": (stamps, stamps.StampsSpec)}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(demo.default_path()), help="output directory (default: %(default)s)")
-    parser.add_argument("--rows", type=int, default=demo.DemoSpec.rows)
-    parser.add_argument("--seed", type=int, default=demo.DemoSpec.seed)
-    parser.add_argument("--shards", type=int, default=demo.DemoSpec.shards)
+    parser.add_argument("--corpus", choices=sorted(CORPORA), default="demo", help="which corpus (default: %(default)s)")
+    parser.add_argument("--out", help=f"output directory (default: {demo.default_path()} for the demo, "
+                                      f"{stamps.default_path()} for the stamps)")
+    parser.add_argument("--rows", type=int, help=f"rows (default: {demo.DemoSpec.rows} / {stamps.StampsSpec.rows} "
+                                                 "training rows)")
+    parser.add_argument("--seed", type=int, help="random seed (default: 0)")
+    parser.add_argument("--shards", type=int, help=f"Parquet shards (default: {demo.DemoSpec.shards} / "
+                                                   f"{stamps.StampsSpec.shards})")
     parser.add_argument("--if-missing", action="store_true", help="do nothing when the dataset is already built")
     args = parser.parse_args(argv)
-    if args.rows < 100 or args.shards < 1 or args.shards > args.rows:
+    module, spec_type = CORPORA[args.corpus]
+    defaults = spec_type()
+    rows = defaults.rows if args.rows is None else args.rows
+    shards = defaults.shards if args.shards is None else args.shards
+    seed = defaults.seed if args.seed is None else args.seed
+    out = args.out or str(module.default_path())
+    if rows < 100 or shards < 1 or shards > rows:
         print("resmm: --rows must be >= 100 and --shards between 1 and --rows", file=sys.stderr)
-        return 2
-    spec = demo.DemoSpec(rows=args.rows, seed=args.seed, shards=args.shards)
-    if args.if_missing and demo.is_built(args.out, spec):
-        print(f"[demo] already built at {args.out}")
+        return EXIT_USER_ERROR
+    spec = spec_type(rows=rows, seed=seed, shards=shards)
+    if args.if_missing and module.is_built(out, spec):
+        print(f"[{args.corpus}] already built at {out}")
         return 0
+    if args.corpus == "stamps" and not stamps.is_installed():
+        print(f"resmm: {stamps.MISSING_PACKAGE}", file=sys.stderr)
+        return EXIT_USER_ERROR
     try:
-        demo.build(args.out, spec)
+        module.build(out, spec)
     except RuntimeError as exc:
         return report_user_error(exc)
     return 0

@@ -24,7 +24,9 @@ from resmm.console import progress_bar, say
 from resmm.summary import format_table
 from resmm.tracking import lineage as lineage_dataset
 from resmm.tracking import plots, registry, runs
+from resmm.train.budget import Budget
 from resmm.train.driver import STATE_FILE, configure_execution, fit, storage_uri
+from resmm.train.recipe import apply_recipe, choose_recipe
 from resmm.train.retrieval import flat_metrics, retrieval_recall
 from resmm.train.robustness import mean_pattern_accuracy, robustness_report
 
@@ -41,13 +43,7 @@ def git_commit() -> str:
 
 def resolve_data_path(cfg: Config, progress=say) -> str:
     """`data.path`, or the built-in demo dataset (built on first use, then cached)."""
-    if cfg.data.path:
-        return cfg.data.path
-    path = demo.default_path()
-    if not demo.is_built(path):
-        progress(f"[resmm] data.path not set: building the built-in demo dataset at {path}")
-        demo.build(path, progress=progress)
-    return str(path)
+    return demo.path_or_default(cfg.data.path, progress)
 
 
 def connect_ray() -> None:
@@ -216,6 +212,13 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
     profile = train_check.train_profile
     classes = resolve_classes(cfg.data.classes, profile.class_counts)
     progress(f"[resmm] profile: {profile.rows} training rows, classes {profile.as_summary()['class_counts']}")
+    recipe = choose_recipe(cfg, [profile.class_counts.get(c, 0) for c in classes])
+    progress(f"[resmm] recipe: train.loss={recipe.loss}, data.resample={recipe.resample} ({recipe.reason})")
+    budget = Budget.from_config(cfg.train)
+    progress("[resmm] budget: " + (f"train.epochs={cfg.train.epochs}" if not budget.until_converged else
+             f"until val balanced accuracy stops improving (patience {budget.patience}, at most "
+             f"{budget.max_epochs} epochs" + (f" or {cfg.train.max_minutes:g} min" if cfg.train.max_minutes else "")
+             + "); set train.epochs=N for a fixed count"))
     spec = PreprocessSpec.from_config(cfg.data, modalities, classes)
 
     # (validated source, side of the hash split) for each dataset: one location split by sample_id, or two.
@@ -237,7 +240,8 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
         "resmm.git_commit": git_commit(),
         "resmm.config_hash": cfg.digest(),
     }
-    run_id, run_name = runs.start_run(tracking_uri, cfg.mlflow.experiment, cfg.train.run_name, cfg.flat(), lineage)
+    run_id, run_name = runs.start_run(tracking_uri, cfg.mlflow.experiment, cfg.train.run_name,
+                                      {**cfg.flat(), **recipe.as_params()}, lineage)
     progress(f"[resmm] MLflow run {run_id} at {tracking_uri}; Ray Train run '{run_name}'")
     try:
         quarantine = record_quarantine(cfg, checks, run_name, tracking_uri, run_id, progress)
@@ -251,16 +255,21 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
         )
         starts_before = runs.worker_group_starts(tracking_uri, run_id)
         outcome = fit(
-            cfg, spec, datasets, run_name=run_name, tracking_uri=tracking_uri, run_id=run_id,
+            apply_recipe(cfg, recipe), spec, datasets, run_name=run_name, tracking_uri=tracking_uri, run_id=run_id,
             class_counts=[profile.class_counts.get(c, 0) for c in classes], train_rows=profile.rows,
             initial_weights=initial_weights,
         )
         restarts = max(0, runs.worker_group_starts(tracking_uri, run_id) - starts_before - 1)
         if restarts:
             progress(f"[resmm] the worker group was restarted {restarts} time(s) from its last checkpoint")
-        runs.log_metrics(tracking_uri, run_id, {"train/restarts": restarts}, step=cfg.train.epochs - 1)
         best = outcome.best_metrics
         worker = outcome.worker_return
+        last_epoch = worker.get("epochs_run", best["epoch"] + 1) - 1
+        stop_reason = worker.get("stop_reason", "")
+        progress(f"[resmm] stopped after epoch {last_epoch + 1}: {stop_reason}")
+        runs.set_tags(tracking_uri, run_id, {"resmm.stop_reason": stop_reason})
+        runs.log_metrics(tracking_uri, run_id, {"train/restarts": restarts, "train/epochs_run": last_epoch + 1},
+                         step=last_epoch)
         figure = plots.confusion_matrix_figure(best["val_confusion_matrix"], classes)
         runs.log_figure(tracking_uri, run_id, figure, "plots/confusion_matrix.png")
         plots.close(figure)
@@ -284,7 +293,7 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
             tracking_uri, run_id,
             {"robustness/mean_pattern_accuracy": mean_pattern_accuracy(robustness),
              **{f"fed_rows/{c}": n for c, n in fed.items()}},
-            step=cfg.train.epochs - 1,
+            step=last_epoch,
         )
         bundle = {"model": cfg.model.model_dump(mode="json"), "spec": dataclasses.asdict(spec),
                   "impute": cfg.data.impute}
@@ -312,7 +321,10 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
         "model_uri": model_uri,
         "ray_train_run_name": run_name,
         "num_workers": cfg.train.num_workers,
-        "epochs": cfg.train.epochs,
+        "epochs": last_epoch + 1,  # epochs run; `stop_reason` says why training ended there
+        "stop_reason": stop_reason,
+        "recipe": {"loss": recipe.loss, "resample": recipe.resample,
+                   "imbalance_ratio": round(recipe.imbalance_ratio, 3), "reason": recipe.reason},
         "best_epoch": best["epoch"],
         "classes": classes,
         "rows_seen_train": worker.get("rows_seen_train", 0),

@@ -44,7 +44,7 @@ class DataConfig(_Section):
     # only the unsupervised objectives (retrieval, generative imputation).
     unlabeled_rows: Literal["quarantine", "keep"] = "quarantine"
     # Long tail and missing modalities (see resmm/data/resample.py and resmm/models/imputation.py).
-    resample: Literal["none", "balanced", "sqrt", "progressive"] = "none"
+    resample: Literal["auto", "none", "balanced", "sqrt", "progressive"] = "auto"  # auto: resmm/train/recipe.py
     class_weights: dict[str, float] | None = None  # explicit per-class sampling weights (override `resample`)
     epoch_rows: int | None = Field(None, ge=1)  # rows fed per epoch, all workers together; None = training rows
     # Batches each training worker fetches and formats ahead in background threads, so the step rarely waits.
@@ -111,12 +111,19 @@ class TrainConfig(_Section):
     # Fractional CPUs so that 2 workers on a 2-core machine still leave room for Ray Data's tasks.
     cpus_per_worker: float = Field(0.5, gt=0.0)
     amp: bool = True  # mixed precision on GPU workers; ignored on CPU
-    epochs: int = Field(4, ge=1, le=10000)
+    # None (default): train until validation balanced accuracy stops improving (resmm/train/budget.py);
+    # a number: exactly that many epochs on a cosine schedule.
+    epochs: int | None = Field(None, ge=1, le=10000)
+    max_epochs: int = Field(30, ge=1, le=10000)  # cap of the default budget
+    patience: int = Field(4, ge=1)  # epochs without a gain of min_delta before the default budget stops
+    min_delta: float = Field(0.002, ge=0.0, le=1.0)
+    max_minutes: float | None = Field(None, gt=0.0)  # wall-time cap of the default budget; None = none
     batch_size_per_worker: int = Field(64, ge=1)
     lr: float = Field(3e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     seed: int = 0
-    loss: Literal["ce", "class_balanced", "focal", "logit_adjusted"] = "ce"
+    # auto: chosen from the class counts of the profile pass (resmm/train/recipe.py)
+    loss: Literal["auto", "ce", "class_balanced", "focal", "logit_adjusted"] = "auto"
     logit_adjust_tau: float = Field(1.0, gt=0.0, le=10.0)  # τ of `logit_adjusted`: logits + τ·log(prior)
     modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # ModDrop: drop each present modality w.p. p
     aux_loss_weight: float = Field(0.3, ge=0.0)  # weight of the per-modality auxiliary heads' losses

@@ -17,6 +17,8 @@ def format_table(summary: dict) -> str:
         ("workers", summary.get("num_workers")),
         ("epochs", summary.get("epochs")),
         ("best epoch", summary.get("best_epoch")),
+        ("stopped because", summary.get("stop_reason")),
+        ("recipe", " ".join(f"{k}={v}" for k, v in (summary.get("recipe") or {}).items() if k != "reason")),
         ("train rows seen", summary.get("rows_seen_train")),
         ("wall time", f"{summary.get('wall_time_s', 0):.1f} s"),
         ("throughput", f"{summary.get('throughput_samples_per_s', 0):.1f} samples/s"),

@@ -9,7 +9,6 @@ no number), so no single modality is enough and fusion has something to win.
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -26,9 +25,10 @@ import soundfile
 from PIL import Image, ImageFilter
 from scipy.signal import resample_poly
 
+from resmm.datasets import is_built, publish  # noqa: F401  (is_built: part of this corpus's API)
+
 DATASET_VERSION = 1
 NUM_CLASSES = 10
-SUCCESS_FILE = "_SUCCESS.json"
 
 _TEXT_LANGS = ["en", "fr", "de", "es", "it", "pt", "nl", "pl", "ru", "tr",
                "sv", "da", "fi", "cs", "id", "ro", "hu", "lt", "lv", "uk"]
@@ -257,18 +257,17 @@ def build(out_dir: str | Path, spec: DemoSpec = DemoSpec(), progress=print) -> P
         pq.write_table(table.slice(start, stop - start), staging / f"part-{shard:05d}.parquet", row_group_size=256)
     summary = {"version": DATASET_VERSION, "spec": asdict(spec), "class_counts": counts.tolist(),
                "seconds": round(time.perf_counter() - started, 1)}
-    (staging / SUCCESS_FILE).write_text(json.dumps(summary, indent=2))
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
+    publish(staging, out_dir, summary)
     progress(f"[demo] wrote {spec.shards} shards to {out_dir} in {summary['seconds']}s")
     return out_dir
 
 
-def is_built(path: str | Path, spec: DemoSpec | None = None) -> bool:
-    marker = Path(path) / SUCCESS_FILE
-    if not marker.is_file():
-        return False
-    if spec is None:
-        return True
-    return json.loads(marker.read_text()).get("spec") == asdict(spec)
+def path_or_default(data_path: str | None, progress=print) -> str:
+    """`data.path`, or this built-in dataset (built on first use, then cached)."""
+    if data_path:
+        return data_path
+    path = default_path()
+    if not is_built(path):
+        progress(f"[resmm] data.path not set: building the built-in demo dataset at {path}")
+        build(path, progress=progress)
+    return str(path)

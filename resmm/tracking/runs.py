@@ -147,6 +147,12 @@ def record_worker_group_start(tracking_uri: str, run_id: str) -> None:
     )
 
 
+def set_tags(tracking_uri: str, run_id: str, tags: dict) -> None:
+    client = MlflowClient(tracking_uri)
+    for key, value in redact(tags).items():
+        client.set_tag(run_id, key, str(value))
+
+
 def log_dict(tracking_uri: str, run_id: str, payload: dict, artifact_file: str) -> None:
     MlflowClient(tracking_uri).log_dict(run_id, redact(payload), artifact_file)
 

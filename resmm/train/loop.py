@@ -21,6 +21,7 @@ from resmm.data.augment import augment_batch
 from resmm.data.batch import UNLABELED, PreprocessSpec
 from resmm.data.resample import resample_rows, sampling_rates, target_shares
 from resmm.models.builders import build_model
+from resmm.train.budget import Budget, warmup_factor
 from resmm.train.losses import LongTailLoss
 from resmm.train.objectives import total_loss
 from resmm.train.metrics import classification_metrics
@@ -177,17 +178,18 @@ def predict_dataset(model: torch.nn.Module, batches, device: torch.device) -> tu
     return np.concatenate(labels), np.concatenate(preds), per_head
 
 
-def _save_checkpoint(model, optimizer, epoch: int, metrics: dict) -> ray.train.Checkpoint:
+def _save_checkpoint(model, optimizer, epoch: int, metrics: dict, schedule: dict) -> ray.train.Checkpoint:
     directory = Path(tempfile.mkdtemp(prefix="resmm-ckpt-"))
     torch.save(
-        {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
+        {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, **schedule},
         directory / STATE_FILE,
     )
     (directory / METRICS_FILE).write_text(json.dumps(metrics))
     return ray.train.Checkpoint.from_directory(str(directory))
 
 
-def epoch_rates(cfg: Config, classes, class_counts: list[int], rows: int, epoch: int) -> tuple[torch.Tensor | None, float]:
+def epoch_rates(cfg: Config, classes, class_counts: list[int], rows: int, epoch: int,
+                epochs: int) -> tuple[torch.Tensor | None, float]:
     """Per-class expected copies for this epoch (None: feed every row once), and the unlabeled rows' rate."""
     epoch_rows = cfg.data.epoch_rows or rows
     if cfg.data.resample == "none" and cfg.data.class_weights is None and epoch_rows == rows:
@@ -195,7 +197,7 @@ def epoch_rates(cfg: Config, classes, class_counts: list[int], rows: int, epoch:
     weights = None
     if cfg.data.class_weights is not None:
         weights = [cfg.data.class_weights.get(c, 0.0) for c in classes]
-    shares = target_shares(cfg.data.resample, np.asarray(class_counts), epoch, cfg.train.epochs, weights)
+    shares = target_shares(cfg.data.resample, np.asarray(class_counts), epoch, epochs, weights)
     labelled_rows = max(1, sum(class_counts))
     rates = sampling_rates(shares, np.asarray(class_counts), int(epoch_rows * labelled_rows / max(rows, 1)))
     return torch.tensor(rates, dtype=torch.float32), epoch_rows / max(rows, 1)
@@ -225,13 +227,14 @@ def train_on_worker(loop_config: dict, context) -> dict:
         runs.record_worker_group_start(loop_config["tracking_uri"], loop_config["run_id"])
 
     model = build_model(cfg.model, spec, cfg.data.impute)
-    optimizer_state, start_epoch = None, 0
+    optimizer_state, start_epoch, budget_state, plateau_state = None, 0, None, None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:  # resume: a restarted worker group or a re-run with the same run name
         with checkpoint.as_directory() as directory:
             state = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer_state, start_epoch = state["optimizer"], state["epoch"] + 1
+        budget_state, plateau_state = state.get("budget"), state.get("plateau")
     elif loop_config.get("initial_weights"):  # warm start from a previous model (e.g. the champion)
         try:
             model.load_state_dict(loop_config["initial_weights"])
@@ -245,6 +248,14 @@ def train_on_worker(loop_config: dict, context) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
+    budget = Budget.from_config(cfg.train)
+    # Until converged: halve the learning rate when validation stalls for half the patience.
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=0.5, patience=max(0, budget.patience // 2 - 1), threshold=budget.min_delta,
+        threshold_mode="abs")
+    if budget_state:
+        budget.load_state_dict(budget_state)
+        plateau.load_state_dict(plateau_state)
     precision = Precision.for_device(device, cfg.train.amp)
     scaler = precision.grad_scaler()
     fused_loss = LongTailLoss(cfg.train.loss, class_counts, tau=cfg.train.logit_adjust_tau).to(device)
@@ -260,26 +271,32 @@ def train_on_worker(loop_config: dict, context) -> dict:
     rows_seen_total, train_seconds_total = 0.0, 0.0
     metrics: dict = {}
     fed_counts = torch.zeros(num_classes, dtype=torch.float64)
+    warmup_steps = max(1, expected_rows // (batch_size * world)) if budget.until_converged else 0
+    stop_reason, loop_started = None, time.perf_counter()
 
-    for epoch in range(start_epoch, cfg.train.epochs):
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.train.lr * cosine_lr_factor(epoch, cfg.train.epochs)
+    for epoch in range(start_epoch, budget.epoch_cap):
+        if not budget.until_converged:
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.train.lr * cosine_lr_factor(epoch, budget.epoch_cap)
         # Every epoch, every rank draws afresh: copies, augmentation and dropped modalities all differ.
         draw_seed = cfg.train.seed * 1_000_003 + epoch * 1009 + rank
         generator = torch.Generator().manual_seed(draw_seed)
-        rates, unlabeled_rate = epoch_rates(cfg, spec.classes, class_counts, train_rows, epoch)
+        rates, unlabeled_rate = epoch_rates(cfg, spec.classes, class_counts, train_rows, epoch, budget.epoch_cap)
         model.train()
         started = time.perf_counter()
         loss_sum, batches, rows = 0.0, 0, 0
         component_sums: dict[str, float] = {}
         epoch_fed = torch.zeros(num_classes, dtype=torch.float64)
-        reporter = EpochReporter(board if rank == 0 else None, epoch, cfg.train.epochs, expected_rows)
+        reporter = EpochReporter(board if rank == 0 else None, epoch, budget.epoch_label(epoch), expected_rows)
         with uneven_inputs(model):
             for batch in fed_batches(train_shard, batch_size, device, rates, unlabeled_rate, generator, draw_seed,
                                      cfg.data.prefetch_batches):
                 if cfg.data.augment:
                     batch = augment_batch(batch, spec.modalities, generator)
                 batch = drop_modalities(batch, spec.modalities, cfg.train.modality_dropout, generator)
+                if warmup_steps and epoch == 0 and batches <= warmup_steps:
+                    for group in optimizer.param_groups:
+                        group["lr"] = cfg.train.lr * warmup_factor(batches, warmup_steps)
                 loss, components = train_step(model, batch, optimizer, scaler, precision, objective)
                 for name, value in components.items():
                     component_sums[name] = component_sums.get(name, 0.0) + float(value)
@@ -317,18 +334,29 @@ def train_on_worker(loop_config: dict, context) -> dict:
                 metrics.update({k: v for k, v in head.items() if not k.endswith("confusion_matrix")})
             runs.log_epoch_metrics(loop_config["tracking_uri"], loop_config["run_id"], metrics, epoch)
             reporter.finish(
-                f"[resmm] epoch {epoch + 1}/{cfg.train.epochs} done in {epoch_seconds:.1f}s: "
+                f"[resmm] epoch {budget.epoch_label(epoch)} done in {epoch_seconds:.1f}s: "
                 f"train_loss {epoch_loss:.4f}, val_accuracy {metrics.get('val_accuracy', float('nan')):.4f}, "
                 f"val_balanced_accuracy {metrics.get('val_balanced_accuracy', float('nan')):.4f}, "
                 f"{metrics['train_samples_per_s']:.0f} samples/s"
             )
-            checkpoint = _save_checkpoint(model, optimizer, epoch, metrics)
+        # Every rank takes rank 0's validation score, so all of them stop at the same epoch.
+        score = float(_global_sum([metrics.get("val_balanced_accuracy", 0.0) if rank == 0 else 0.0], device)[0])
+        stop_reason = budget.stop_reason(epoch, score, time.perf_counter() - loop_started)
+        if budget.until_converged:
+            plateau.step(score)
+        if rank == 0:
+            checkpoint = _save_checkpoint(model, optimizer, epoch, metrics,
+                                          {"budget": budget.state_dict(), "plateau": plateau.state_dict()})
         reported = {k: v for k, v in metrics.items() if not isinstance(v, list)}
         ray.train.report(reported, checkpoint=checkpoint)
+        if stop_reason:
+            break
 
     return {
         "rows_seen_train": int(rows_seen_total),
         "train_seconds": train_seconds_total,
         "start_epoch": start_epoch,
+        "epochs_run": epoch + 1 if start_epoch < budget.epoch_cap else start_epoch,
+        "stop_reason": stop_reason or "resumed after the last epoch",
         "fed_class_counts": {c: int(n) for c, n in zip(spec.classes, fed_counts.tolist())},
     }

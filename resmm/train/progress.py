@@ -42,8 +42,9 @@ def start_board():
 class EpochReporter:
     """Rank 0's side: posts rows done and the running loss at most every POLL_SECONDS (fire and forget)."""
 
-    def __init__(self, board, epoch: int, epochs: int, expected_rows: int):
-        self.board, self.epoch, self.epochs, self.expected_rows = board, epoch, epochs, expected_rows
+    def __init__(self, board, epoch: int, label: str, expected_rows: int):
+        """label: the epoch as the console shows it, e.g. "3/4", or "3/≤30" when training until converged."""
+        self.board, self.epoch, self.label, self.expected_rows = board, epoch, label, expected_rows
         self._posted_at = 0.0
 
     def update(self, rows: int, loss: float, force: bool = False) -> None:
@@ -51,7 +52,7 @@ class EpochReporter:
         if self.board is None or not (force or now - self._posted_at >= POLL_SECONDS):
             return
         self._posted_at = now
-        self.board.update.remote({"epoch": self.epoch, "epochs": self.epochs, "rows": rows,
+        self.board.update.remote({"epoch": self.epoch, "label": self.label, "rows": rows,
                                   "expected_rows": self.expected_rows, "loss": loss})
 
     def finish(self, line: str) -> None:
@@ -70,7 +71,7 @@ class _Drawer:
         if state and state["epoch"] != self.bar_epoch:
             self.close_bar()
             self.bar_epoch = state["epoch"]
-            self.bar = progress_bar(state["expected_rows"], f"epoch {state['epoch'] + 1}/{state['epochs']}")
+            self.bar = progress_bar(state["expected_rows"], f"epoch {state['label']}")
         if self.bar is not None and state:
             self.bar.total = max(self.bar.total or 0, state["rows"])  # resampled epochs may feed a few more
             self.bar.update(state["rows"] - self.bar.n)

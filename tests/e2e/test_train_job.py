@@ -156,3 +156,33 @@ def test_config_error_exits_2_with_one_line():
     assert completed.stderr.strip().splitlines() == [
         "resmm: config error: model.fusion: must be one of 'concat', 'mean', 'gated', 'attention', 'mrn' or 'tensor' (got 'transformer')"
     ]
+
+
+def test_default_budget_stops_when_validation_stalls(ray_head, mlflow_server, demo_slice, tmp_path):
+    """No `train.epochs`: training runs until validation stops improving. A learning rate too small to move
+    the weights gives the same score every epoch, so the run must stop right after `patience` epochs."""
+    import json
+
+    from tests.e2e.conftest import submit_job
+
+    summary_path = tmp_path / "summary.json"
+    completed = submit_job(
+        ray_head,
+        ["jobs/train.py", f"data.path={demo_slice}", "train.num_workers=1", "model.embed_dim=16", "model.norm=group",
+         "train.lr=1e-9",
+         "train.patience=2", "train.max_epochs=8", f"train.storage_path={tmp_path / 'runs'}",
+         "mlflow.experiment=e2e-budget", "mlflow.registered_model=resmm-budget", "--summary-json", str(summary_path)],
+        env_vars={"MLFLOW_TRACKING_URI": mlflow_server},
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    summary = json.loads(summary_path.read_text())
+    assert summary["epochs"] == 3
+    assert summary["stop_reason"] == ("converged: no gain of 0.002 in val balanced accuracy for 2 epochs "
+                                      "(best epoch 1)")
+    assert "epoch 1/≤8:" in completed.stdout and "epoch 4/≤8" not in completed.stdout
+    # The recipe `auto` chose is in the summary and the run's params; the stop reason is a run tag.
+    assert summary["recipe"]["loss"] == "logit_adjusted" and summary["recipe"]["imbalance_ratio"] >= 3
+    run = MlflowClient(mlflow_server).get_run(summary["mlflow_run_id"])
+    assert run.data.params["recipe.loss"] == "logit_adjusted" and run.data.params["train.loss"] == "auto"
+    assert run.data.tags["resmm.stop_reason"] == summary["stop_reason"]
+    assert run.data.metrics["train/epochs_run"] == 3

@@ -1,0 +1,1 @@
+"""Baselines that resmm is measured against: what a user would write instead, on the same data and split."""

@@ -1,0 +1,338 @@
+"""The plain recipe a user would write by hand, as resmm's reference: one small model per modality, each trained
+on its own rows, fused late by summing log-probabilities. It sees resmm's decoded tensors and its exact split.
+
+The recipe is fixed, not tuned: Adam (lr 1e-3), batch 64, class-balanced sampling, plain cross-entropy,
+12 epochs. Image and audio (the log-mel spectrogram as a 1-channel image) go through a 3-block CNN,
+text through a mean EmbeddingBag over resmm's hashed token ids.
+
+Rows are read the way resmm's validation stage reads them: unreadable files are skipped, rows with a null or
+duplicate `sample_id`, a null label or a label outside `data.classes` are dropped. One difference: of several
+rows sharing a `sample_id`, resmm keeps the one with the smallest Ray row hash, this module the first in file
+order (both copies lie on the same side of the split).
+"""
+from __future__ import annotations
+
+import time
+from itertools import combinations
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import BatchSampler, WeightedRandomSampler
+
+from resmm.contract import ContractError, check_schema
+from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells, label_name
+from resmm.data.split import is_validation
+from resmm.datasets import demo
+from resmm.shards import ShardError, list_parquet_files, read_footers
+from resmm.train.metrics import classification_metrics
+from resmm.train.robustness import pattern_name, presence_patterns
+
+EPOCHS = 12
+BATCH_ROWS = 64
+LR = 1e-3
+TEXT_EMBED_DIM = 64
+THREADS = 2  # torch threads while the reference trains (restored after), so its wall time means the same anywhere
+EVAL_BATCH_ROWS = 512
+MODEL_NAMES = {"image": "image CNN", "text": "text EmbeddingBag", "audio": "audio CNN"}
+HEADLINE = ("unimodal: validation rows where the modality is present (as resmm's val_head_<m>_*), with `all_rows` "
+            "beside it (absent modality -> the training majority class); late_fusion: every validation row; "
+            "pairs: validation rows where at least one of the pair is present; patterns: every validation row "
+            "with only the pattern's modalities shown (as resmm's robustness patterns)")
+
+
+# --- models -------------------------------------------------------------------------------------------------
+
+
+def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ReLU(), nn.MaxPool2d(2)
+    )
+
+
+class SmallCNN(nn.Module):
+    """3 x (conv 3x3 -> BatchNorm -> ReLU -> max-pool 2), global average pool, linear classifier."""
+
+    def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, ...] = (32, 64, 128)):
+        super().__init__()
+        channels = (in_channels, *widths)
+        self.blocks = nn.Sequential(*(conv_block(a, b) for a, b in zip(channels[:-1], channels[1:])))
+        self.classifier = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.blocks(x)  # (B, 128, H/8, W/8)
+        return self.classifier(features.mean(dim=(2, 3)))  # (B, K)
+
+
+class SpectrogramCNN(nn.Module):
+    """The image CNN on a log-mel spectrogram, read as a 1-channel (n_mels, frames) image."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.cnn = SmallCNN(1, num_classes)
+
+    def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
+        return self.cnn(spectrogram.unsqueeze(1))  # (B, n_mels, T) -> (B, 1, n_mels, T) -> (B, K)
+
+
+class BagOfTokens(nn.Module):
+    """Mean of the token embeddings (padding id 0 left out of the mean), then a linear classifier."""
+
+    def __init__(self, vocab_buckets: int, num_classes: int, embed_dim: int = TEXT_EMBED_DIM):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(vocab_buckets, embed_dim, mode="mean", padding_idx=0)
+        self.classifier = nn.Linear(embed_dim, num_classes)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.bag(token_ids))  # (B, T) -> (B, D) -> (B, K)
+
+
+def build_reference_model(modality: str, spec: PreprocessSpec) -> nn.Module:
+    num_classes = len(spec.classes)
+    if modality == "image":
+        return SmallCNN(spec.image_channels, num_classes)
+    if modality == "audio":
+        return SpectrogramCNN(num_classes)
+    if modality == "text":
+        return BagOfTokens(spec.text_vocab_buckets, num_classes)
+    raise KeyError(modality)
+
+
+# --- data ---------------------------------------------------------------------------------------------------
+
+
+def class_order(names) -> list[str]:
+    """Class names sorted numerically when every one is an integer, else alphabetically (as pipelines.ingest)."""
+    names = list(names)
+    if all(n.lstrip("-").isdigit() for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def read_clean_rows(url: str, spec: PreprocessSpec, configured: set | None, batch_rows: int,
+                    progress: Callable = print) -> Iterator[tuple[pa.Table, list[str]]]:
+    """(rows, their label names) in parts of `batch_rows`, without the rows resmm quarantines. A file that fails
+    to read part-way is dropped whole, as resmm's validation stage drops it."""
+    fs, paths = list_parquet_files(url)
+    shards, unreadable = read_footers(fs, paths)
+    for bad in unreadable:
+        progress(f"[reference] skipping {bad['path']}: {bad['reason']}")
+    if not shards:
+        raise ShardError(f"data path '{url}': none of its {len(paths)} Parquet file(s) is readable")
+    columns = ["sample_id", "label", *spec.modalities]
+    seen: set[str] = set()
+    for shard in shards:
+        check_schema(shard.schema, shard.url, spec.modalities, labelled=True)
+        parts, ids = [], set()
+        try:
+            with fs.open(shard.path, "rb") as handle:
+                for batch in pq.ParquetFile(handle).iter_batches(batch_size=batch_rows, columns=columns):
+                    table = pa.Table.from_batches([batch])
+                    sample_ids = column_cells(table.column("sample_id"), table.num_rows)
+                    labels = [label_name(v) for v in column_cells(table.column("label"), table.num_rows)]
+                    keep = np.zeros(table.num_rows, dtype=bool)
+                    for i, (sample_id, label) in enumerate(zip(sample_ids, labels)):
+                        ok = (sample_id not in (None, "") and label is not None
+                              and (configured is None or label in configured))
+                        if ok and str(sample_id) not in seen and str(sample_id) not in ids:
+                            keep[i] = True
+                            ids.add(str(sample_id))
+                    parts.append((table.filter(pa.array(keep)), [n for n, k in zip(labels, keep) if k]))
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            progress(f"[reference] skipping {shard.url}: unreadable Parquet data: {exc}")
+            continue
+        seen.update(ids)
+        yield from parts
+
+
+def decode_rows(url: str, spec: PreprocessSpec, configured: set | None, batch_rows: int,
+                progress: Callable = print) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Every clean row of `url` decoded into memory: {<m>, <m>_present, sample_id}, plus the label names."""
+    preprocess = BatchPreprocessor(spec)
+    parts, names = [], []
+    for table, labels in read_clean_rows(url, spec, configured, batch_rows, progress):
+        if table.num_rows == 0:
+            continue
+        decoded = {k: v for k, v in preprocess({c: table.column(c) for c in table.column_names}).items()
+                   if k != "label"}
+        decoded["sample_id"] = np.array(table.column("sample_id").to_pylist(), dtype=object)
+        parts.append(decoded)
+        names += labels
+    if not parts:
+        raise ShardError(f"data path '{url}' holds no labelled rows that resmm would train or validate on")
+    keys = [*(k for m in spec.modalities for k in (m, f"{m}_present")), "sample_id"]
+    return {k: np.concatenate([p[k] for p in parts]) for k in keys}, names
+
+
+def take(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[rows] for k, v in arrays.items()}
+
+
+def decode_split(cfg, progress: Callable = print) -> tuple[dict, dict, list[str]]:
+    """resmm's train/validation split of the configured data, decoded with resmm's preprocessor.
+
+    Returns (train, val, classes); train and val hold `<m>` arrays of `spec.input_shape(m)` per row,
+    `<m>_present` (float32 0/1), `label` (int64 class index) and `sample_id`.
+    """
+    modalities = list(cfg.model.modalities)
+    # Decoding does not depend on the class vocabulary, which may only be known once the labels are read.
+    decode_spec = PreprocessSpec.from_config(cfg.data, modalities, ())
+    configured = set(cfg.data.classes) if cfg.data.classes else None
+    batch_rows = cfg.data.preprocess_batch_rows
+    arrays, names = decode_rows(demo.path_or_default(cfg.data.path, progress), decode_spec, configured, batch_rows, progress)
+    if cfg.data.val_path:
+        in_val = np.zeros(len(names), dtype=bool)
+        val, val_names = decode_rows(cfg.data.val_path, decode_spec, configured, batch_rows, progress)
+    else:
+        in_val = is_validation(arrays["sample_id"], cfg.data.val_fraction)
+        val = take(arrays, np.flatnonzero(in_val))
+        val_names = [n for n, v in zip(names, in_val) if v]
+    train = take(arrays, np.flatnonzero(~in_val))
+    del arrays  # the split copies it; halve the peak memory before labels are mapped
+    train_names = [n for n, v in zip(names, in_val) if not v]
+
+    if cfg.data.classes:
+        classes = list(cfg.data.classes)
+    else:
+        classes = class_order(set(train_names))
+        if len(classes) < 2:
+            raise ContractError(f"training data holds {len(classes)} distinct label(s); at least 2 classes are needed")
+    preprocess = BatchPreprocessor(PreprocessSpec.from_config(cfg.data, modalities, classes))
+    train["label"] = preprocess.label_indices(train_names)
+    val["label"] = preprocess.label_indices(val_names)
+    known = val["label"] >= 0  # a validation label the training side never had is unscored, as in resmm
+    val = take(val, np.flatnonzero(known))
+    return train, val, classes
+
+
+# --- training and scoring -----------------------------------------------------------------------------------
+
+
+def as_tensor(values: np.ndarray, modality: str) -> torch.Tensor:
+    if modality == "text":
+        return torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64))
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+
+
+def fit(model: nn.Module, inputs: torch.Tensor, labels: np.ndarray, num_classes: int, epochs: int, seed: int,
+        name: str, progress: Callable) -> nn.Module:
+    """Adam, class-balanced sampling (weights 1/n_class, as many draws per epoch as rows), cross-entropy."""
+    counts = np.bincount(labels, minlength=num_classes)
+    sampler = WeightedRandomSampler(
+        torch.as_tensor(1.0 / counts[labels], dtype=torch.double), num_samples=len(labels), replacement=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    targets = torch.from_numpy(labels)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        loss_sum, rows = 0.0, 0
+        for rows_drawn in BatchSampler(sampler, BATCH_ROWS, drop_last=False):
+            index = torch.as_tensor(rows_drawn)
+            loss = F.cross_entropy(model(inputs[index]), targets[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss_sum, rows = loss_sum + loss.item() * len(index), rows + len(index)
+        progress(f"[reference] {name} epoch {epoch}/{epochs} loss {loss_sum / max(rows, 1):.3f}")
+    return model
+
+
+@torch.no_grad()
+def log_probabilities(model: nn.Module, inputs: torch.Tensor) -> np.ndarray:
+    model.eval()
+    outputs = [F.log_softmax(model(inputs[i:i + EVAL_BATCH_ROWS]), dim=1)
+               for i in range(0, len(inputs), EVAL_BATCH_ROWS)]
+    return torch.cat(outputs).numpy()  # (N, K)
+
+
+def scores(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict:
+    metrics = classification_metrics(labels, predictions, num_classes, prefix="")
+    return {k: metrics.get(k) for k in ("balanced_accuracy", "accuracy", "macro_f1", "rows")}
+
+
+def late_fusion(log_probs: dict[str, np.ndarray], present: dict[str, np.ndarray], fallback: int) -> np.ndarray:
+    """(N,) argmax of the summed log-probabilities of the models whose modality the row has; a row with none
+    of them gets `fallback` (the training majority class).
+
+    log_probs: modality -> (N, K), present: modality -> (N,) bool.
+    """
+    rows = len(next(iter(present.values())))
+    total = np.zeros((rows, 1), np.float32)
+    covered = np.zeros(rows, dtype=bool)
+    for m, scores_m in log_probs.items():
+        total = total + np.where(present[m][:, None], scores_m, 0.0)  # (N, K)
+        covered |= present[m]
+    return np.where(covered, total.argmax(axis=1), fallback)
+
+
+def train_reference(cfg, epochs: int = EPOCHS, progress: Callable = print) -> dict:
+    """Train the reference on resmm's split of `cfg`'s data and score it (see HEADLINE for the rows scored)."""
+    started = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    try:
+        train, val, classes = decode_split(cfg, progress)
+        progress(f"[reference] decoded {len(train['label'])} training and {len(val['label'])} validation rows "
+                 f"in {time.perf_counter() - started:.1f}s, classes {classes}")
+        return score_reference(cfg, train, val, classes, epochs, progress) | {
+            "epochs": epochs, "wall_time_s": round(time.perf_counter() - started, 1)}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def score_reference(cfg, train: dict, val: dict, classes: list[str], epochs: int, progress: Callable) -> dict:
+    spec = PreprocessSpec.from_config(cfg.data, cfg.model.modalities, classes)
+    num_classes = len(classes)
+    majority = int(np.bincount(train["label"], minlength=num_classes).argmax())
+    y_val = val["label"]
+    present = {m: val[f"{m}_present"] > 0 for m in spec.modalities}
+    log_probs, unimodal = {}, {}
+    for m in spec.modalities:
+        rows = np.flatnonzero(train[f"{m}_present"] > 0)
+        if len(rows) == 0:
+            progress(f"[reference] {m}: no training row has it; left out")
+            continue
+        model_started = time.perf_counter()
+        torch.manual_seed(cfg.train.seed)
+        model = build_reference_model(m, spec)
+        fit(model, as_tensor(train[m][rows], m), train["label"][rows], num_classes, epochs, cfg.train.seed,
+            m, progress)
+        log_probs[m] = np.zeros((len(y_val), num_classes), np.float32)
+        if present[m].any():
+            log_probs[m][present[m]] = log_probabilities(model, as_tensor(val[m][present[m]], m))
+        alone = np.where(present[m], log_probs[m].argmax(axis=1), majority)
+        unimodal[m] = {
+            **scores(y_val[present[m]], alone[present[m]], num_classes),
+            "all_rows": scores(y_val, alone, num_classes),
+            "train_rows": int(len(rows)),
+            "train_time_s": round(time.perf_counter() - model_started, 1),
+        }
+        progress(f"[reference] {m}: balanced accuracy {unimodal[m]['balanced_accuracy']:.4f} on "
+                 f"{unimodal[m]['rows']} validation rows with {m}")
+
+    fused = late_fusion(log_probs, present, majority)
+    pairs = {}
+    for pair in combinations(log_probs, 2):
+        covered = np.any([present[m] for m in pair], axis=0)
+        predictions = late_fusion({m: log_probs[m] for m in pair}, present, majority)
+        pairs[pattern_name(pair)] = scores(y_val[covered], predictions[covered], num_classes)
+    patterns = {}
+    for pattern in presence_patterns(list(log_probs)):
+        predictions = late_fusion({m: log_probs[m] for m in pattern}, present, majority)
+        patterns[pattern_name(pattern)] = scores(y_val, predictions, num_classes)
+    return {
+        "unimodal": unimodal,
+        "late_fusion": scores(y_val, fused, num_classes),
+        "pairs": pairs,
+        "patterns": patterns,
+        "classes": classes,
+        "majority_class": classes[majority],
+        "train_rows": int(len(train["label"])),
+        "val_rows": int(len(y_val)),
+        "headline": HEADLINE,
+    }
