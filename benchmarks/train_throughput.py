@@ -72,7 +72,8 @@ def main(argv=None) -> int:
     import ray
 
     from feeds import default_spec
-    from pipelines.ingest import build_split, class_order, scan_source
+    from pipelines.ingest import build_split, scan_source
+    from resmm.contract import class_order
     from pipelines.training import connect_ray
     from resmm.config import load_config
     from resmm.data.batch import BatchPreprocessor

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import ray.data
 
-from resmm.contract import ContractError, check_schema, label_kind
+from resmm.contract import ContractError, check_schema, class_order, label_kind
 from resmm.data.batch import BatchPreprocessor, PreprocessSpec
 from resmm.data.split import select_split
 from resmm.shards import Shard, ShardError, arrow_filesystem, list_parquet_files, read_footers
@@ -158,24 +158,6 @@ def read_split(source: Source, columns: list[str], *, validation: bool | None, v
     return dataset.map_batches(
         select_split, batch_format="pyarrow", fn_kwargs={"validation": validation, "val_fraction": val_fraction}
     )
-
-
-def class_order(names) -> list[str]:
-    """Class names sorted numerically when every one is an integer, else alphabetically."""
-    names = list(names)
-    if all(n.lstrip("-").isdigit() for n in names):
-        return sorted(names, key=int)
-    return sorted(names)
-
-
-def resolve_classes(configured: list[str] | None, train_counts: dict) -> list[str]:
-    """The class vocabulary: the configured list, or the sorted labels seen (numerically when all are integers)."""
-    if configured:
-        return list(configured)
-    names = [n for n in train_counts if n is not None]
-    if len(names) < 2:
-        raise ContractError(f"training data holds {len(names)} distinct label(s); at least 2 classes are needed")
-    return class_order(names)
 
 
 def row_parts(table: pa.Table, rows: int):

@@ -11,9 +11,10 @@ from pathlib import Path
 import ray
 import torch
 
-from pipelines.ingest import build_split, resolve_classes, scan_source
+from pipelines.ingest import build_split, scan_source
 from pipelines.validation import Rules, Validation, validate_source, write_quarantine
 from resmm.config import Config
+from resmm.contract import resolve_classes
 from resmm.data.batch import PreprocessSpec
 from resmm.datasets import demo
 from resmm.fingerprint import data_fingerprint
@@ -212,13 +213,10 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
     profile = train_check.train_profile
     classes = resolve_classes(cfg.data.classes, profile.class_counts)
     progress(f"[resmm] profile: {profile.rows} training rows, classes {profile.as_summary()['class_counts']}")
-    recipe = choose_recipe(cfg, [profile.class_counts.get(c, 0) for c in classes])
+    class_counts = [profile.class_counts.get(c, 0) for c in classes]
+    recipe = choose_recipe(cfg, class_counts)
     progress(f"[resmm] recipe: train.loss={recipe.loss}, data.resample={recipe.resample} ({recipe.reason})")
-    budget = Budget.from_config(cfg.train)
-    progress("[resmm] budget: " + (f"train.epochs={cfg.train.epochs}" if not budget.until_converged else
-             f"until val balanced accuracy stops improving (patience {budget.patience}, at most "
-             f"{budget.max_epochs} epochs" + (f" or {cfg.train.max_minutes:g} min" if cfg.train.max_minutes else "")
-             + "); set train.epochs=N for a fixed count"))
+    progress(f"[resmm] budget: {Budget.from_config(cfg.train).describe()}")
     spec = PreprocessSpec.from_config(cfg.data, modalities, classes)
 
     # (validated source, side of the hash split) for each dataset: one location split by sample_id, or two.
@@ -256,7 +254,7 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
         starts_before = runs.worker_group_starts(tracking_uri, run_id)
         outcome = fit(
             apply_recipe(cfg, recipe), spec, datasets, run_name=run_name, tracking_uri=tracking_uri, run_id=run_id,
-            class_counts=[profile.class_counts.get(c, 0) for c in classes], train_rows=profile.rows,
+            class_counts=class_counts, train_rows=profile.rows,
             initial_weights=initial_weights,
         )
         restarts = max(0, runs.worker_group_starts(tracking_uri, run_id) - starts_before - 1)

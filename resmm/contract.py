@@ -54,3 +54,21 @@ def label_kind(schema: pa.Schema) -> str:
     if pa.types.is_null(arrow_type):
         return "null"
     return "string"
+
+
+def class_order(names) -> list[str]:
+    """Class names sorted numerically when every one is an integer, else alphabetically."""
+    names = list(names)
+    if all(n.lstrip("-").isdigit() for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def resolve_classes(configured: list[str] | None, train_counts: dict) -> list[str]:
+    """The class vocabulary: the configured list, or the sorted labels seen (numerically when all are integers)."""
+    if configured:
+        return list(configured)
+    names = [n for n in train_counts if n is not None]
+    if len(names) < 2:
+        raise ContractError(f"training data holds {len(names)} distinct label(s); at least 2 classes are needed")
+    return class_order(names)

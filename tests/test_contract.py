@@ -3,7 +3,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.ingest import resolve_classes, scan_source
+from pipelines.ingest import scan_source
+from resmm.contract import resolve_classes
 from resmm.contract import ContractError
 from resmm.shards import ShardError
 from tests.conftest import contract_table

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import BatchSampler, WeightedRandomSampler
 
-from resmm.contract import ContractError, check_schema
+from resmm.contract import check_schema, resolve_classes
 from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells, label_name
 from resmm.data.split import is_validation
 from resmm.datasets import demo
@@ -103,14 +103,6 @@ def build_reference_model(modality: str, spec: PreprocessSpec) -> nn.Module:
 
 
 # --- data ---------------------------------------------------------------------------------------------------
-
-
-def class_order(names) -> list[str]:
-    """Class names sorted numerically when every one is an integer, else alphabetically (as pipelines.ingest)."""
-    names = list(names)
-    if all(n.lstrip("-").isdigit() for n in names):
-        return sorted(names, key=int)
-    return sorted(names)
 
 
 def read_clean_rows(url: str, spec: PreprocessSpec, configured: set | None, batch_rows: int,
@@ -195,12 +187,7 @@ def decode_split(cfg, progress: Callable = print) -> tuple[dict, dict, list[str]
     del arrays  # the split copies it; halve the peak memory before labels are mapped
     train_names = [n for n, v in zip(names, in_val) if not v]
 
-    if cfg.data.classes:
-        classes = list(cfg.data.classes)
-    else:
-        classes = class_order(set(train_names))
-        if len(classes) < 2:
-            raise ContractError(f"training data holds {len(classes)} distinct label(s); at least 2 classes are needed")
+    classes = resolve_classes(cfg.data.classes, set(train_names))
     preprocess = BatchPreprocessor(PreprocessSpec.from_config(cfg.data, modalities, classes))
     train["label"] = preprocess.label_indices(train_names)
     val["label"] = preprocess.label_indices(val_names)

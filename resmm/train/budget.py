@@ -36,6 +36,14 @@ class Budget:
     def epoch_cap(self) -> int:
         return self.fixed_epochs if self.fixed_epochs is not None else self.max_epochs
 
+    def describe(self) -> str:
+        """One console line: which budget this run trains under."""
+        if not self.until_converged:
+            return f"train.epochs={self.fixed_epochs}"
+        cap = f"at most {self.max_epochs} epochs" + (f" or {self.max_seconds / 60:g} min" if self.max_seconds else "")
+        return (f"until val balanced accuracy stops improving (patience {self.patience}, {cap}); "
+                "set train.epochs=N for a fixed count")
+
     def epoch_label(self, epoch: int) -> str:
         return f"{epoch + 1}/{self.epoch_cap}" if self.fixed_epochs is not None else f"{epoch + 1}/≤{self.epoch_cap}"
 

@@ -40,10 +40,9 @@ class Recipe:
 def choose_recipe(cfg: Config, class_counts: dict[str, int] | list[int]) -> Recipe:
     ratio = imbalance_ratio(class_counts)
     loss, resample = cfg.train.loss, cfg.data.resample
-    corrected_elsewhere = (resample not in ("auto", "none") or cfg.data.class_weights is not None
-                           or loss not in ("auto", "ce"))
+    resampled = resample not in ("auto", "none") or cfg.data.class_weights is not None
     if loss == "auto":
-        if resample not in ("auto", "none") or cfg.data.class_weights is not None:
+        if resampled:
             loss, why = "ce", "data.resample corrects the class mix already"
         elif ratio >= LONG_TAIL_RATIO:
             loss, why = "logit_adjusted", f"imbalance ratio {ratio:.1f} >= {LONG_TAIL_RATIO:g}"
@@ -53,7 +52,7 @@ def choose_recipe(cfg: Config, class_counts: dict[str, int] | list[int]) -> Reci
         why = f"train.loss={loss} as configured"
     if resample == "auto":
         resample = "none"
-        why += "; no resampling" + (" on top of it" if corrected_elsewhere or loss != "ce" else "")
+        why += "; no resampling" + (" on top of it" if resampled or loss != "ce" else "")
     return Recipe(loss, resample, ratio, why)
 
 
