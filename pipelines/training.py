@@ -16,6 +16,7 @@ from pipelines.validation import Rules, Validation, validate_source, write_quara
 from resmm.config import Config
 from resmm.contract import resolve_classes
 from resmm.data.batch import PreprocessSpec
+from resmm.data.lengths import resolve_lengths
 from resmm.datasets import demo
 from resmm.fingerprint import data_fingerprint
 from resmm.models.builders import build_model
@@ -202,6 +203,9 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
         progress(f"[resmm] scanning shards under {data_url}")
         train_source = scan_source(data_url, modalities)
     val_source = scan_source(cfg.data.val_path, modalities) if cfg.data.val_path else None
+    cfg, lengths = resolve_lengths(cfg, train_source.filesystem, train_source.shards)
+    for choice in lengths:
+        progress(f"[resmm] {choice.key}={choice.value} ({choice.reason})")
     connect_ray()
     # Driver-side passes (validation, evaluation); Train ingest gets the same through DataConfig.
     configure_execution(ray.data.DataContext.get_current().execution_options, cfg)
@@ -239,7 +243,8 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
         "resmm.config_hash": cfg.digest(),
     }
     run_id, run_name = runs.start_run(tracking_uri, cfg.mlflow.experiment, cfg.train.run_name,
-                                      {**cfg.flat(), **recipe.as_params()}, lineage)
+                                      {**cfg.flat(), **recipe.as_params(),
+                                       **{f"auto.{c.key}": c.reason for c in lengths}}, lineage)
     progress(f"[resmm] MLflow run {run_id} at {tracking_uri}; Ray Train run '{run_name}'")
     try:
         quarantine = record_quarantine(cfg, checks, run_name, tracking_uri, run_id, progress)
@@ -323,6 +328,7 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
         "stop_reason": stop_reason,
         "recipe": {"loss": recipe.loss, "resample": recipe.resample,
                    "imbalance_ratio": round(recipe.imbalance_ratio, 3), "reason": recipe.reason},
+        "lengths": {c.key: {"value": c.value, "reason": c.reason} for c in lengths},
         "best_epoch": best["epoch"],
         "classes": classes,
         "rows_seen_train": worker.get("rows_seen_train", 0),

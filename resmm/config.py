@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -29,10 +29,11 @@ class DataConfig(_Section):
     classes: list[str] | None = None  # class vocabulary; None = derived from the training labels
     image_size_px: int = Field(32, ge=8, le=512)
     image_channels: Literal[1, 3] = 3
-    text_max_tokens: int = Field(48, ge=4, le=4096)
+    # auto: the 95th percentile of a sample of the training shards, within bounds (resmm/data/lengths.py).
+    text_max_tokens: Annotated[int, Field(ge=4, le=4096)] | Literal["auto"] = "auto"
     text_vocab_buckets: int = Field(8192, ge=64)  # hashing-trick vocabulary: robust to typos and new words
     audio_sample_rate_hz: int = Field(8000, ge=1000, le=96000)
-    audio_max_seconds: float = Field(1.0, gt=0.0, le=60.0)
+    audio_max_seconds: Annotated[float, Field(gt=0.0, le=60.0)] | Literal["auto"] = "auto"
     audio_n_mels: int = Field(32, ge=8, le=256)
     preprocess_batch_rows: int = Field(256, ge=1)  # rows per decode call inside a read+decode task
     # Limits on untrusted input (counted in the summary when they trigger): an image above image_max_pixels

@@ -22,6 +22,11 @@ def test_credential_variables_are_secret_and_ordinary_ones_are_not():
     assert sorted(values) == sorted(v for v in environ.values() if SECRET in v)
 
 
+def test_a_token_count_is_a_setting_not_a_credential():
+    assert redact({"data.text_max_tokens": 72, "mlflow.tracking_token": "t0p-s3cret"}) == {
+        "data.text_max_tokens": 72, "mlflow.tracking_token": "***"}
+
+
 def test_redact_masks_values_keys_and_url_passwords(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     tree = {"path": f"s3://bucket/{SECRET}/x", "url": "https://alice:hunter22@host/data", "api_key": "k-123456",

@@ -26,6 +26,7 @@ from torch.utils.data import BatchSampler, WeightedRandomSampler
 
 from resmm.contract import check_schema, resolve_classes
 from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells, label_name
+from resmm.data.lengths import resolve_lengths
 from resmm.data.split import is_validation
 from resmm.datasets import demo
 from resmm.shards import ShardError, list_parquet_files, read_footers
@@ -164,6 +165,12 @@ def take(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarra
     return {k: v[rows] for k, v in arrays.items()}
 
 
+def with_measured_lengths(cfg, progress: Callable = print):
+    """`cfg` with its `auto` lengths measured from its data, as resmm's training measures them."""
+    filesystem, paths = list_parquet_files(demo.path_or_default(cfg.data.path, progress))
+    return resolve_lengths(cfg, filesystem, read_footers(filesystem, paths)[0])[0]
+
+
 def decode_split(cfg, progress: Callable = print) -> tuple[dict, dict, list[str]]:
     """resmm's train/validation split of the configured data, decoded with resmm's preprocessor.
 
@@ -171,11 +178,12 @@ def decode_split(cfg, progress: Callable = print) -> tuple[dict, dict, list[str]
     `<m>_present` (float32 0/1), `label` (int64 class index) and `sample_id`.
     """
     modalities = list(cfg.model.modalities)
+    data_url = demo.path_or_default(cfg.data.path, progress)
     # Decoding does not depend on the class vocabulary, which may only be known once the labels are read.
     decode_spec = PreprocessSpec.from_config(cfg.data, modalities, ())
     configured = set(cfg.data.classes) if cfg.data.classes else None
     batch_rows = cfg.data.preprocess_batch_rows
-    arrays, names = decode_rows(demo.path_or_default(cfg.data.path, progress), decode_spec, configured, batch_rows, progress)
+    arrays, names = decode_rows(data_url, decode_spec, configured, batch_rows, progress)
     if cfg.data.val_path:
         in_val = np.zeros(len(names), dtype=bool)
         val, val_names = decode_rows(cfg.data.val_path, decode_spec, configured, batch_rows, progress)
@@ -263,6 +271,7 @@ def train_reference(cfg, epochs: int = EPOCHS, progress: Callable = print) -> di
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
+        cfg = with_measured_lengths(cfg, progress)
         train, val, classes = decode_split(cfg, progress)
         progress(f"[reference] decoded {len(train['label'])} training and {len(val['label'])} validation rows "
                  f"in {time.perf_counter() - started:.1f}s, classes {classes}")

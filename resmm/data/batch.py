@@ -11,6 +11,7 @@ import pandas as pd
 from resmm.data.audio import decode_audios, read_waveforms, spectrogram_shape
 from resmm.data.decoded import Decoded
 from resmm.data.image import decode_images
+from resmm.data.lengths import AUDIO_SECONDS_FALLBACK, TEXT_TOKENS_FALLBACK, concrete
 from resmm.data.text import tokenize_texts
 
 UNLABELED = -1  # label index of rows that are kept out of the supervised loss
@@ -54,10 +55,10 @@ class PreprocessSpec:
             classes=tuple(classes),
             image_size_px=data_cfg.image_size_px,
             image_channels=data_cfg.image_channels,
-            text_max_tokens=data_cfg.text_max_tokens,
+            text_max_tokens=concrete(data_cfg.text_max_tokens, TEXT_TOKENS_FALLBACK),
             text_vocab_buckets=data_cfg.text_vocab_buckets,
             audio_sample_rate_hz=data_cfg.audio_sample_rate_hz,
-            audio_max_seconds=data_cfg.audio_max_seconds,
+            audio_max_seconds=concrete(data_cfg.audio_max_seconds, AUDIO_SECONDS_FALLBACK),
             audio_n_mels=data_cfg.audio_n_mels,
             image_max_pixels=data_cfg.image_max_pixels,
             text_max_chars=data_cfg.text_max_chars,

@@ -13,7 +13,8 @@ NORMS = {"batch": batch_norm, "group": group_norm}
 
 
 def image_resnet(in_channels: int, embed_dim: int, norm: str = "batch") -> nn.Module:
-    return ResNet2d(in_channels, widths=(16, 32, 64), blocks_per_stage=1, embed_dim=embed_dim, norm=NORMS[norm])
+    return ResNet2d(in_channels, widths=(16, 32, 64), blocks_per_stage=1, embed_dim=embed_dim, norm=NORMS[norm],
+                    downsample="maxpool")
 
 
 def audio_resnet(embed_dim: int, norm: str = "batch") -> nn.Module:

@@ -42,17 +42,25 @@ class BasicBlock2d(nn.Module):
 
 
 class ResNet2d(nn.Module):
-    """A small ResNet over (B, C, H, W) grids (images, or log-mel spectrograms as 1-channel images) -> (B, D)."""
+    """A small ResNet over (B, C, H, W) grids (images, or log-mel spectrograms as 1-channel images) -> (B, D).
+
+    downsample: "stride" halves the grid in each stage's first conv (ResNet's way, cheapest); "maxpool" keeps
+    every conv at full resolution and max-pools after the stage, which keeps small strokes and edges that a
+    stride-2 conv can step over (twice the compute; benchmarks/results/encoders.md).
+    """
 
     def __init__(self, in_channels: int, widths: tuple[int, ...], blocks_per_stage: int, embed_dim: int,
-                 norm: NormLayer = batch_norm):
+                 norm: NormLayer = batch_norm, downsample: str = "stride"):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), norm(widths[0]), nn.ReLU())
         stages, channels = [], widths[0]
         for width in widths:
             for block in range(blocks_per_stage):
-                stages.append(BasicBlock2d(channels, width, stride=2 if block == 0 else 1, norm=norm))
+                stride = 2 if block == 0 and downsample == "stride" else 1
+                stages.append(BasicBlock2d(channels, width, stride=stride, norm=norm))
                 channels = width
+            if downsample == "maxpool":
+                stages.append(nn.MaxPool2d(2))
         self.stages = nn.Sequential(*stages)
         self.project = nn.Linear(channels, embed_dim)
 

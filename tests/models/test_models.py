@@ -35,6 +35,22 @@ def test_encoders_return_batch_by_embed_dim():
     assert TextResConv(100, 8, 2, D)(torch.randint(0, 100, (2, 12))).shape == (2, D)
 
 
+def test_maxpool_downsampling_keeps_every_conv_at_full_resolution_and_the_output_grid():
+    torch.manual_seed(0)
+    strided, pooled = (ResNet2d(1, (4, 8), 1, D, downsample=d).eval() for d in ("stride", "maxpool"))
+    grids = {}
+    for name, net in (("stride", strided), ("maxpool", pooled)):
+        net.stages.register_forward_hook(lambda module, args, out, name=name: grids.__setitem__(name, out.shape))
+        net(torch.zeros(1, 1, 32, 32))
+    assert grids == {"stride": (1, 8, 8, 8), "maxpool": (1, 8, 8, 8)}  # same output grid either way
+    convs = [m for m in pooled.stages.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(conv.stride == (1, 1) for conv in convs)
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in pooled.stages) == 2
+    # the image builder uses it (benchmarks/results/encoders.md: stride trailed a plain CNN on stamps)
+    image = build_model(load_config().model, PreprocessSpec.from_config(load_config().data, ["image"], ["a", "b"]))
+    assert any(isinstance(m, torch.nn.MaxPool2d) for m in image.encoders["image"].modules())
+
+
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_fusion_shape_and_mask_isolation(fusion):
     torch.manual_seed(0)
