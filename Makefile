@@ -12,11 +12,12 @@ PYTEST_ARGS ?=
 
 .PHONY: train test test-fast compare bench demo-data stamps-data stamps-deps system-deps clean
 
-$(STAMP): pyproject.toml
+# constraints.txt is the lock infra/Dockerfile installs from too.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo ">> installing resmm into $(VENV) (torch 2.13.0 CPU build, ray, mlflow, ...)"
-	@$(PY) -m pip install -q torch==2.13.0 2>&1 | $(PIP_FILTER)
-	@$(PY) -m pip install -q -e '.[dev]' 2>&1 | $(PIP_FILTER)
+	@echo ">> installing resmm into $(VENV) (torch 2.13.0 CPU build, ray, mlflow, ... as locked in constraints.txt)"
+	@$(PY) -m pip install -q -c constraints.txt torch==2.13.0 2>&1 | $(PIP_FILTER)
+	@$(PY) -m pip install -q -c constraints.txt -e '.[dev]' 2>&1 | $(PIP_FILTER)
 	@touch $(STAMP)
 
 # espeak-ng voices the spoken digits of the built-in dataset.

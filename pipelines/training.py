@@ -34,6 +34,9 @@ from resmm.train.robustness import mean_pattern_accuracy, robustness_report
 
 
 def git_commit() -> str:
+    """The commit of the running code: $RESMM_GIT_COMMIT where it is set (the image has no .git), else git's."""
+    if os.environ.get("RESMM_GIT_COMMIT"):
+        return os.environ["RESMM_GIT_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
