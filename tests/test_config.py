@@ -7,10 +7,18 @@ from resmm.config import ConfigError, load_config
 def test_defaults_are_complete_and_flat_keys_are_dotted():
     flat = load_config().flat()
     for key in ["data.path", "data.val_path", "data.val_fraction", "data.classes", "model.modalities",
-                "model.fusion", "train.num_workers", "train.use_gpu", "train.epochs", "train.batch_size_per_worker",
+                "model.fusion", "train.num_workers", "train.use_gpu", "train.epochs", "train.batch_size",
                 "train.lr", "train.seed", "train.storage_path", "mlflow.experiment", "mlflow.registered_model"]:
         assert key in flat
     assert flat["mlflow.registered_model"] == "resmm"
+
+
+def test_the_batch_is_global_unless_a_per_worker_batch_is_set():
+    rows = {n: load_config(None, [f"train.num_workers={n}"]).train.worker_batch_rows() for n in (1, 2, 3)}
+    assert rows == {1: 64, 2: 32, 3: 22}  # the steps per epoch stay those of one worker (3 workers: 66 rows)
+    assert load_config(None, ["train.num_workers=4", "train.batch_size=2"]).train.worker_batch_rows() == 1
+    per_worker = load_config(None, ["train.num_workers=4", "train.batch_size_per_worker=256"]).train
+    assert per_worker.worker_batch_rows() == 256
 
 
 def test_yaml_then_overrides(tmp_path):

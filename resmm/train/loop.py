@@ -265,7 +265,7 @@ def train_on_worker(loop_config: dict, context) -> dict:
 
     train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val")
-    batch_size = cfg.train.batch_size_per_worker
+    batch_size = cfg.train.worker_batch_rows()
     num_classes = len(spec.classes)
     expected_rows = cfg.data.epoch_rows or train_rows
     rows_seen_total, train_seconds_total = 0.0, 0.0

@@ -1,0 +1,99 @@
+"""Collect runs of the defaults into benchmarks/results/defaults.{json,md}, one table per corpus.
+
+    python benchmarks/defaults_report.py --corpus stamps --label "defaults, seed 0" --summary summary.json
+    python benchmarks/defaults_report.py --corpus stamps --label "reference" --reference compare.json
+    python benchmarks/defaults_report.py --render   # only rewrite the Markdown from the JSON
+
+--summary takes the JSON `jobs/train.py --summary-json` writes; --reference the JSON `jobs/compare.py
+--reference-only --out STEM` writes (STEM.json). A label already in the corpus's table is replaced.
+Pairs: resmm's robustness patterns (every validation row, only the pair shown, balanced accuracy); the
+reference's late fusion of the pair's two models on the rows where one of the pair is present.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PAIRS = ("image+text", "audio+image", "audio+text")
+MODALITIES = ("image", "text", "audio")
+HEADER = """# Defaults on both development corpora (issue 15)
+
+2 CPU cores, 24 GiB, no GPU; 2 DDP workers (gloo) unless the label says otherwise; validation = 10% hash
+split of `sample_id`. Balanced accuracy on the validation split; heads: the validation rows where the modality
+is present (for a one-modality run, its fused score). Rows are written by `benchmarks/defaults_report.py` from
+the summaries of `jobs/train.py` and `jobs/compare.py --reference-only`, one run at a time.
+"""
+
+
+def resmm_row(summary: dict) -> dict:
+    heads = summary.get("heads", {})
+    modalities = [m for m in MODALITIES if f"{m}_balanced_accuracy" in heads]
+    fused = summary["metrics"]["val_balanced_accuracy"]
+    row = {"fused": fused, **{m: heads[f"{m}_balanced_accuracy"] for m in modalities}}
+    if len(modalities) == 1:  # a one-modality model: the model is its own unimodal score
+        row[modalities[0]] = fused
+    patterns = (summary.get("robustness") or {}).get("patterns_balanced", {})
+    return row | {
+        "pairs": {p: patterns[p] for p in PAIRS if p in patterns},
+        "epochs": summary["epochs"], "stop_reason": summary.get("stop_reason"), "recipe": summary.get("recipe"),
+        "lengths": {k: v["value"] for k, v in summary.get("lengths", {}).items()},
+        "num_workers": summary.get("num_workers"), "wall_time_s": summary["wall_time_s"],
+    }
+
+
+def reference_row(rows: list[dict]) -> dict:
+    fusion = next(r for r in rows if r["name"] == "reference: late fusion")
+    unimodal = {r["modalities"]: r["val_balanced_accuracy"] for r in rows if r is not fusion}
+    return {"fused": fusion["val_balanced_accuracy"], **unimodal,
+            "pairs": {p: s["balanced_accuracy"] for p, s in fusion.get("pairs", {}).items()},
+            "epochs": fusion.get("epochs"), "wall_time_s": fusion["wall_time_s"]}
+
+
+def cell(value) -> str:
+    return "" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def render(results: dict) -> str:
+    lines = [HEADER]
+    for corpus, runs in results.items():
+        if not isinstance(runs, dict) or corpus in ("machine", "metric"):
+            continue
+        lines += [f"## {corpus}", "", "| run | fused | image head | text head | audio head | "
+                  + " | ".join(PAIRS) + " | epochs | wall s |", "|---" * (7 + len(PAIRS)) + "|"]
+        for label, row in runs.items():
+            values = [row.get("fused"), *(row.get(m) for m in MODALITIES),
+                      *(row.get("pairs", {}).get(p) for p in PAIRS), row.get("epochs"),
+                      round(row["wall_time_s"]) if row.get("wall_time_s") else None]
+            lines.append(f"| {label} | " + " | ".join(cell(v) for v in values) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus")
+    parser.add_argument("--label")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--summary", type=Path)
+    source.add_argument("--reference", type=Path)
+    parser.add_argument("--render", action="store_true")
+    args = parser.parse_args()
+    json_path = RESULTS / "defaults.json"
+    results = json.loads(json_path.read_text()) if json_path.exists() else {}
+    if not args.render:
+        if not (args.corpus and args.label and (args.summary or args.reference)):
+            parser.error("give --corpus, --label and --summary or --reference (or --render)")
+        loaded = json.loads((args.summary or args.reference).read_text())
+        row = resmm_row(loaded) if args.summary else reference_row(loaded)
+        results.setdefault(args.corpus, {})[args.label] = row
+        json_path.write_text(json.dumps(results, indent=1) + "\n")
+    (RESULTS / "defaults.md").write_text(render(results))
+    print(render(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
