@@ -47,9 +47,10 @@ def resmm_row(summary: dict) -> dict:
 def reference_row(rows: list[dict]) -> dict:
     fusion = next(r for r in rows if r["name"] == "reference: late fusion")
     unimodal = {r["modalities"]: r["val_balanced_accuracy"] for r in rows if r is not fusion}
+    extra = fusion.get("reference", {})
     return {"fused": fusion["val_balanced_accuracy"], **unimodal,
-            "pairs": {p: s["balanced_accuracy"] for p, s in fusion.get("pairs", {}).items()},
-            "epochs": fusion.get("epochs"), "wall_time_s": fusion["wall_time_s"]}
+            "pairs": {p: s["balanced_accuracy"] for p, s in extra.get("pairs", {}).items()},
+            "epochs": extra.get("epochs"), "wall_time_s": fusion["wall_time_s"]}
 
 
 def cell(value) -> str:
