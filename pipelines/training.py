@@ -206,7 +206,7 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
         progress(f"[resmm] scanning shards under {data_url}")
         train_source = scan_source(data_url, modalities)
     val_source = scan_source(cfg.data.val_path, modalities) if cfg.data.val_path else None
-    cfg, lengths = resolve_lengths(cfg, train_source.filesystem, train_source.shards)
+    cfg, lengths = resolve_lengths(cfg, train_source.filesystem, [s.path for s in train_source.shards])
     for choice in lengths:
         progress(f"[resmm] {choice.key}={choice.value} ({choice.reason})")
     connect_ray()

@@ -168,7 +168,7 @@ def take(arrays: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarra
 def with_measured_lengths(cfg, progress: Callable = print):
     """`cfg` with its `auto` lengths measured from its data, as resmm's training measures them."""
     filesystem, paths = list_parquet_files(demo.path_or_default(cfg.data.path, progress))
-    return resolve_lengths(cfg, filesystem, read_footers(filesystem, paths)[0])[0]
+    return resolve_lengths(cfg, filesystem, paths)[0]
 
 
 def decode_split(cfg, progress: Callable = print) -> tuple[dict, dict, list[str]]:

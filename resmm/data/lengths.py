@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile
 
@@ -57,17 +58,17 @@ def audio_durations(blobs) -> list[float]:
     return seconds
 
 
-def sample_columns(filesystem, shards, columns: list[str]) -> dict[str, list]:
+def sample_columns(filesystem, paths: list[str], columns: list[str]) -> dict[str, list]:
     """Up to SAMPLE_ROWS_PER_SHARD leading rows of `columns` from up to SAMPLE_SHARDS shards spread over the
     list. A shard that fails to read is left out: the validation pass reports it."""
-    picked = [shards[i] for i in np.unique(np.linspace(0, len(shards) - 1, min(SAMPLE_SHARDS, len(shards))).astype(int))]
+    spread = np.unique(np.linspace(0, len(paths) - 1, min(SAMPLE_SHARDS, len(paths))).astype(int))
     cells: dict[str, list] = {c: [] for c in columns}
-    for shard in picked:
+    for path in (paths[i] for i in spread):
         try:
-            with filesystem.open(shard.path, "rb") as handle:
+            with filesystem.open(path, "rb") as handle:
                 batch = next(pq.ParquetFile(handle).iter_batches(batch_size=SAMPLE_ROWS_PER_SHARD, columns=columns),
                              None)
-        except (OSError, ValueError) as exc:  # noqa: F841  (pyarrow errors subclass these)
+        except (OSError, ValueError, pa.ArrowException):
             continue
         if batch is not None:
             for c in columns:
@@ -93,14 +94,15 @@ def choose_audio_seconds(seconds: list[float]) -> LengthChoice:
     return LengthChoice(key, value, f"p{QUANTILE} of {len(seconds)} sampled clips = {measured:.2f} s")
 
 
-def resolve_lengths(cfg, filesystem, shards) -> tuple[object, list[LengthChoice]]:
-    """`cfg` with every `auto` length measured from the shards, and the choices made (empty if none was auto)."""
+def resolve_lengths(cfg, filesystem, paths: list[str]) -> tuple[object, list[LengthChoice]]:
+    """`cfg` with every `auto` length measured from the shards at `paths` (as `filesystem` names them), and the
+    choices made (empty if none was auto). Only the sampled rows are read, no footers beyond theirs."""
     data, modalities = cfg.data, set(cfg.model.modalities)
     wanted = [c for c, key in (("text", "text_max_tokens"), ("audio", "audio_max_seconds"))
               if c in modalities and getattr(data, key) == "auto"]
     if not wanted:
         return cfg, []
-    cells = sample_columns(filesystem, list(shards), wanted)
+    cells = sample_columns(filesystem, list(paths), wanted)
     choices = []
     if "text" in wanted:
         choices.append(choose_text_tokens(text_token_counts(cells["text"], data.text_vocab_buckets,

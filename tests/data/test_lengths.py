@@ -10,7 +10,7 @@ from resmm.data.lengths import (
     AUDIO_SECONDS_FALLBACK, TEXT_TOKENS_FALLBACK, audio_durations, choose_audio_seconds, choose_text_tokens,
     resolve_lengths, text_token_counts,
 )
-from resmm.shards import list_parquet_files, read_footers
+from resmm.shards import list_parquet_files
 from tests.conftest import audio_bytes, contract_table
 
 
@@ -46,14 +46,13 @@ def _shards(root, clip_seconds: float, words: int, shards: int = 3):
         table = table.set_column(table.schema.get_field_index("text"), "text",
                                  pa.array(["abc " * words] * 20, pa.string()))
         pq.write_table(table, root / f"part-{i}.parquet")
-    fs, paths = list_parquet_files(str(root))
-    return fs, read_footers(fs, paths)[0]
+    return list_parquet_files(str(root))
 
 
 def test_auto_lengths_come_from_the_shards_and_explicit_values_stay(tmp_path):
-    fs, shards = _shards(tmp_path, clip_seconds=1.5, words=10)  # 10 x (1 word id + 3 trigrams) = 40 tokens
+    fs, paths = _shards(tmp_path, clip_seconds=1.5, words=10)  # 10 x (1 word id + 3 trigrams) = 40 tokens
     cfg = load_config(None, [f"data.path={tmp_path}"])
-    resolved, choices = resolve_lengths(cfg, fs, shards)
+    resolved, choices = resolve_lengths(cfg, fs, paths)
     assert (resolved.data.text_max_tokens, resolved.data.audio_max_seconds) == (40, 1.5)
     assert {c.key for c in choices} == {"data.text_max_tokens", "data.audio_max_seconds"}
     assert all("p95 of 60 sampled" in c.reason for c in choices)
@@ -61,11 +60,11 @@ def test_auto_lengths_come_from_the_shards_and_explicit_values_stay(tmp_path):
     assert spec.input_shape("text") == (40,)
 
     explicit = load_config(None, [f"data.path={tmp_path}", "data.text_max_tokens=24", "data.audio_max_seconds=0.5"])
-    kept, choices = resolve_lengths(explicit, fs, shards)
+    kept, choices = resolve_lengths(explicit, fs, paths)
     assert (kept.data.text_max_tokens, kept.data.audio_max_seconds, choices) == (24, 0.5, [])
 
     image_only = load_config(None, [f"data.path={tmp_path}", "model.modalities=[image]"])
-    assert resolve_lengths(image_only, fs, shards)[1] == []  # nothing read for modalities the model lacks
+    assert resolve_lengths(image_only, fs, paths)[1] == []  # nothing read for modalities the model lacks
 
 
 def test_an_unresolved_auto_reads_as_the_fallback():
@@ -74,8 +73,8 @@ def test_an_unresolved_auto_reads_as_the_fallback():
 
 
 def test_an_unreadable_shard_is_left_to_validation(tmp_path):
-    fs, shards = _shards(tmp_path, clip_seconds=2.0, words=2, shards=2)
+    fs, paths = _shards(tmp_path, clip_seconds=2.0, words=2, shards=2)
     (tmp_path / "part-0.parquet").write_bytes(b"PAR1 broken")
     cfg = load_config(None, [f"data.path={tmp_path}"])
-    resolved, choices = resolve_lengths(cfg, fsspec.filesystem("file"), shards)
+    resolved, choices = resolve_lengths(cfg, fsspec.filesystem("file"), paths)
     assert resolved.data.audio_max_seconds == 2.0 and "of 20 sampled" in choices[1].reason
