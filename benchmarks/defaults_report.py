@@ -6,8 +6,9 @@
 
 --summary takes the JSON `jobs/train.py --summary-json` writes; --reference the JSON `jobs/compare.py
 --reference-only --out STEM` writes (STEM.json). A label already in the corpus's table is replaced.
-Pairs: resmm's robustness patterns (every validation row, only the pair shown, balanced accuracy); the
-reference's late fusion of the pair's two models on the rows where one of the pair is present.
+Pairs: balanced accuracy on every validation row with only the pair shown: resmm's robustness patterns, and the
+reference's late fusion of the pair's two models (a row with neither gets the training majority class). The
+reference's score on only the rows that carry one of the pair is kept in the JSON as `pairs_covered_rows`.
 """
 from __future__ import annotations
 
@@ -32,9 +33,7 @@ def resmm_row(summary: dict) -> dict:
     heads = summary.get("heads", {})
     modalities = [m for m in MODALITIES if f"{m}_balanced_accuracy" in heads]
     fused = summary["metrics"]["val_balanced_accuracy"]
-    row = {"fused": fused, **{m: heads[f"{m}_balanced_accuracy"] for m in modalities}}
-    if len(modalities) == 1:  # a one-modality model: the model is its own unimodal score
-        row[modalities[0]] = fused
+    row = {"fused": fused, "modalities": modalities, **{m: heads[f"{m}_balanced_accuracy"] for m in modalities}}
     patterns = (summary.get("robustness") or {}).get("patterns_balanced", {})
     return row | {
         "pairs": {p: patterns[p] for p in PAIRS if p in patterns},
@@ -47,9 +46,12 @@ def resmm_row(summary: dict) -> dict:
 def reference_row(rows: list[dict]) -> dict:
     fusion = next(r for r in rows if r["name"] == "reference: late fusion")
     unimodal = {r["modalities"]: r["val_balanced_accuracy"] for r in rows if r is not fusion}
+    all_rows = {r["modalities"]: r["reference"]["all_rows"]["balanced_accuracy"] for r in rows if r is not fusion}
     extra = fusion.get("reference", {})
-    return {"fused": fusion["val_balanced_accuracy"], **unimodal,
-            "pairs": {p: s["balanced_accuracy"] for p, s in extra.get("pairs", {}).items()},
+    return {"fused": fusion["val_balanced_accuracy"], **unimodal, "reference": True, "all_rows": all_rows,
+            # every validation row, as resmm's patterns (a row with neither of the pair: the majority class)
+            "pairs": {p: v for p, v in fusion["robustness"]["patterns_balanced"].items() if p in PAIRS},
+            "pairs_covered_rows": {p: s["balanced_accuracy"] for p, s in extra.get("pairs", {}).items()},
             "epochs": extra.get("epochs"), "wall_time_s": fusion["wall_time_s"]}
 
 
@@ -69,8 +71,28 @@ def render(results: dict) -> str:
                       *(row.get("pairs", {}).get(p) for p in PAIRS), row.get("epochs"),
                       round(row["wall_time_s"]) if row.get("wall_time_s") else None]
             lines.append(f"| {label} | " + " | ".join(cell(v) for v in values) + " |")
-        lines.append("")
+        lines += ["", *unimodal_table(runs)]
     return "\n".join(lines)
+
+
+def unimodal_table(runs: dict) -> list[str]:
+    """One-modality resmm runs against the latest reference's model of that modality, on the same rows."""
+    references = [row for row in runs.values() if row.get("reference") and row.get("all_rows")]
+    alone = {label: row for label, row in runs.items() if len(row.get("modalities", ())) == 1}
+    if not references or not alone:
+        return []
+    reference = references[-1]
+    lines = ["Unimodal models: the one-modality resmm run against the reference's model of that modality. All rows:",
+             "every validation row (a row without the modality: resmm imputes, the reference predicts its training",
+             "majority class). Present rows: the rows that carry it (resmm's head on them).", "",
+             "| run | modality | resmm, all rows | reference, all rows | resmm, present rows | reference, present rows "
+             "| epochs | wall s |", "|---" * 8 + "|"]
+    for label, row in alone.items():
+        m = row["modalities"][0]
+        values = [row["fused"], reference["all_rows"].get(m), row.get(m), reference.get(m), row.get("epochs"),
+                  round(row["wall_time_s"]) if row.get("wall_time_s") else None]
+        lines.append(f"| {label} | {m} | " + " | ".join(cell(v) for v in values) + " |")
+    return [*lines, ""]
 
 
 def main() -> int:

@@ -41,3 +41,34 @@ def test_results_table_shows_medians_and_ratio():
                                          "stall_fraction": 0.3}}, "streaming_over_in_memory": 0.69, "notes": []},
     })
     assert "| resmm | 1x | 700.0 | 700.0 | 4,000 | n/a | 1.00x |" in table and "**0.690x**" in table
+
+
+def test_missing_bound_copy_nulls_only_the_chosen_modality_in_a_stable_half(tmp_path, shard_dir):
+    import pyarrow.parquet as pq
+
+    import missing_bound
+
+    source = pq.read_table(shard_dir)
+    counts = missing_bound.write_degraded_copy(shard_dir, tmp_path / "copy", "audio", 0.5)
+    copy = pq.read_table(tmp_path / "copy")
+    dropped = missing_bound.dropped_rows(copy.column("sample_id").to_pylist(), 0.5)
+    assert counts["rows"] == copy.num_rows == source.num_rows
+    assert 0.3 < dropped.mean() < 0.7  # a hash share, not an exact half, on 36 rows
+    assert copy.column("audio").is_null().to_numpy(zero_copy_only=False)[dropped].all()
+    kept = ~dropped
+    assert copy.column("audio").filter(kept).to_pylist() == source.column("audio").filter(kept).to_pylist()
+    assert copy.column("image").to_pylist() == source.column("image").to_pylist()
+    assert counts["nulled"] == int(dropped.sum()) - source.column("audio").filter(dropped).null_count
+
+
+def test_missing_bound_is_the_mean_of_full_and_the_pair_without_the_modality():
+    import missing_bound
+
+    full = {"metrics": {"val_balanced_accuracy": 0.8},
+            "robustness": {"patterns_balanced": {"audio+text": 0.6, "image+text": 0.7}}}
+    degraded = {"metrics": {"val_balanced_accuracy": 0.74}, "robustness": {"patterns_balanced": {"audio+text": 0.5, "image+text": 0.6}},
+                "epochs": 3, "wall_time_s": 10.0}
+    row = missing_bound.bound_row(full, degraded, "image", {"rows": 1}, [])
+    assert row["pair_without"] == "audio+text" and abs(row["bound"] - 0.7) < 1e-9
+    assert row["holds"] and abs(row["margin"] - 0.04) < 1e-9
+    assert not missing_bound.bound_row(full, degraded, "audio", {"rows": 1}, [])["holds"]  # bound 0.75 > 0.74
