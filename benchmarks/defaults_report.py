@@ -24,8 +24,10 @@ HEADER = """# Defaults on both development corpora (issue 15)
 
 2 CPU cores, 24 GiB, no GPU; 2 DDP workers (gloo) unless the label says otherwise; validation = 10% hash
 split of `sample_id`. Balanced accuracy on the validation split; heads: the validation rows where the modality
-is present (for a one-modality run, its fused score). Rows are written by `benchmarks/defaults_report.py` from
-the summaries of `jobs/train.py` and `jobs/compare.py --reference-only`, one run at a time.
+is present; pairs: every validation row with only the pair shown (for both resmm and the reference). Rows are
+written by `benchmarks/defaults_report.py` from the summaries of `jobs/train.py` and `jobs/compare.py
+--reference-only`, one run at a time. Reference rows dated 2026-12-02 scored pairs on other rows; their pair
+scores are kept in the JSON only (`pairs_covered_rows`).
 """
 
 
