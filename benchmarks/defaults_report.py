@@ -57,6 +57,10 @@ def reference_row(rows: list[dict]) -> dict:
             "epochs": extra.get("epochs"), "wall_time_s": fusion["wall_time_s"]}
 
 
+def wall_seconds(row: dict) -> int | None:
+    return round(row["wall_time_s"]) if row.get("wall_time_s") else None
+
+
 def cell(value) -> str:
     return "" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
@@ -71,7 +75,7 @@ def render(results: dict) -> str:
         for label, row in runs.items():
             values = [row.get("fused"), *(row.get(m) for m in MODALITIES),
                       *(row.get("pairs", {}).get(p) for p in PAIRS), row.get("epochs"),
-                      round(row["wall_time_s"]) if row.get("wall_time_s") else None]
+                      wall_seconds(row)]
             lines.append(f"| {label} | " + " | ".join(cell(v) for v in values) + " |")
         lines += ["", *unimodal_table(runs)]
     return "\n".join(lines)
@@ -92,7 +96,7 @@ def unimodal_table(runs: dict) -> list[str]:
     for label, row in alone.items():
         m = row["modalities"][0]
         values = [row["fused"], reference["all_rows"].get(m), row.get(m), reference.get(m), row.get("epochs"),
-                  round(row["wall_time_s"]) if row.get("wall_time_s") else None]
+                  wall_seconds(row)]
         lines.append(f"| {label} | {m} | " + " | ".join(cell(v) for v in values) + " |")
     return [*lines, ""]
 

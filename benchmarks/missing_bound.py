@@ -19,7 +19,6 @@ import argparse
 import json
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,18 +26,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from resmm.data.split import is_validation
+from resmm.train.robustness import pattern_name
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 MODALITIES = ("image", "text", "audio")
 _SALT = "|missing-bound"  # keeps the dropped rows independent of the validation split's crc32(sample_id)
-_BUCKETS = 10_000
 
 
 def dropped_rows(sample_ids, rate: float) -> np.ndarray:
-    """(N,) bool: the rows that lose the modality, a stable `rate` share of them."""
-    threshold = int(round(rate * _BUCKETS))
-    return np.fromiter((zlib.crc32(f"{s}{_SALT}".encode()) % _BUCKETS < threshold for s in sample_ids),
-                       dtype=bool, count=len(sample_ids))
+    """(N,) bool: the rows that lose the modality, a stable `rate` share of them (the split's crc32 share,
+    taken over the salted ids)."""
+    return is_validation([f"{s}{_SALT}" for s in sample_ids], rate)
 
 
 def write_degraded_copy(source: Path, target: Path, modality: str, rate: float) -> dict:
@@ -59,7 +59,7 @@ def write_degraded_copy(source: Path, target: Path, modality: str, rate: float) 
 
 
 def pair_without(modality: str) -> str:
-    return "+".join(sorted(m for m in MODALITIES if m != modality))
+    return pattern_name(m for m in MODALITIES if m != modality)
 
 
 def bound_row(full: dict, degraded: dict, modality: str, counts: dict, overrides: list[str]) -> dict:

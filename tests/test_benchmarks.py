@@ -66,7 +66,8 @@ def test_missing_bound_is_the_mean_of_full_and_the_pair_without_the_modality():
 
     full = {"metrics": {"val_balanced_accuracy": 0.8},
             "robustness": {"patterns_balanced": {"audio+text": 0.6, "image+text": 0.7}}}
-    degraded = {"metrics": {"val_balanced_accuracy": 0.74}, "robustness": {"patterns_balanced": {"audio+text": 0.5, "image+text": 0.6}},
+    degraded = {"metrics": {"val_balanced_accuracy": 0.74},
+                "robustness": {"patterns_balanced": {"audio+text": 0.5, "image+text": 0.6}},
                 "epochs": 3, "wall_time_s": 10.0}
     row = missing_bound.bound_row(full, degraded, "image", {"rows": 1}, [])
     assert row["pair_without"] == "audio+text" and abs(row["bound"] - 0.7) < 1e-9
