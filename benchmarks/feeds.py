@@ -31,19 +31,16 @@ def feed_resmm(files: list[str], classes: list[str], class_counts: list[int],
     the worker-side resampling (balanced Poisson copies, as `data.resample=balanced` feeds them). Config
     overrides apply Ray Data's execution settings the way a training run does."""
     import numpy as np
-    import ray
     import torch
 
     from pipelines.ingest import Source, build_split
-    from pipelines.training import connect_ray
+    from pipelines.runtime import configure_data_context, connect_ray
     from resmm.config import load_config
     from resmm.data.resample import sampling_rates, target_shares
-    from resmm.shards import open_filesystem, read_footers
-    from resmm.train.driver import configure_execution
+    from resmm.sources.shards import open_filesystem, read_footers
 
     connect_ray()
-    configure_execution(ray.data.DataContext.get_current().execution_options, load_config(None, list(overrides)))
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    configure_data_context(load_config(None, list(overrides)))
     fs, _ = open_filesystem(files[0])
     source = Source(url=str(Path(files[0]).parent), filesystem=fs, shards=tuple(read_footers(fs, files)[0]))
     dataset = build_split(source, default_spec(classes), validation=None, val_fraction=0.1, batch_rows=BATCH_ROWS)

@@ -51,7 +51,7 @@ def main() -> int:
     args = parser.parse_args()
     truth = labels_by_id(args.data)
     results = {}
-    print(f"| run | holdout balanced acc | holdout acc | macro-F1 | val balanced acc | rows |\n|---|---|---|---|---|---|")
+    print("| run | holdout balanced acc | holdout acc | macro-F1 | val balanced acc | rows |\n|---|---|---|---|---|---|")
     for path in args.summary:
         result = score(json.loads(path.read_text()), args.data, truth)
         results[path.stem] = result

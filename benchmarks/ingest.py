@@ -58,7 +58,7 @@ def scaled_files(data_dir: Path, scale: int, work: Path) -> list[str]:
 def label_counts(files: list[str]) -> tuple[list[str], list[int]]:
     from collections import Counter
 
-    from resmm.contract import class_order
+    from resmm.sources.contract import class_order
 
     counts = Counter()
     for path in files:

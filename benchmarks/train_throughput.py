@@ -73,13 +73,14 @@ def main(argv=None) -> int:
 
     from feeds import default_spec
     from pipelines.ingest import build_split, scan_source
-    from resmm.contract import class_order
-    from pipelines.training import connect_ray
+    from resmm.sources.contract import class_order
+    from pipelines.runtime import connect_ray
     from resmm.config import load_config
     from resmm.data.batch import BatchPreprocessor
     from resmm.datasets import demo
     from resmm.models.builders import build_model
-    from resmm.train.loop import Precision, fed_batches, train_step
+    from resmm.data.feed import fed_batches
+    from resmm.train.loop import Precision, train_step
     from resmm.train.losses import LongTailLoss
     from resmm.train.objectives import total_loss
 
@@ -106,7 +107,6 @@ def main(argv=None) -> int:
 
     connect_ray()
     context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
     # The training process holds a CPU, as a Ray Train worker does; Ray Train excludes its workers' CPUs from
     # Ray Data's limits, so this caps Ray Data one CPU below the cluster's (without it, decode tasks
     # oversubscribe the step's core). A CPU limit, not the deprecated `exclude_resources`.

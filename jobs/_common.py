@@ -12,9 +12,9 @@ if str(REPO_ROOT) not in sys.path:
 # isort: split
 
 from resmm.config import ConfigError, load_config
-from resmm.contract import ContractError
+from resmm.sources.contract import ContractError
 from resmm.secrets import redact_text
-from resmm.shards import ShardError
+from resmm.sources.shards import ShardError
 from resmm.summary import write_json
 from resmm.tracking.runs import TrackingAccessError
 

@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipelines.inference import predict_source
     from pipelines.ingest import scan_source
-    from pipelines.training import connect_ray
-    from resmm.shards import ShardError, list_parquet_files, open_filesystem, read_footers
+    from pipelines.runtime import connect_ray
+    from resmm.sources.shards import ShardError, list_parquet_files, open_filesystem, read_footers
     from resmm.tracking.runs import check_tracking_access, resolve_tracking_uri
 
     started = time.perf_counter()

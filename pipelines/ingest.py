@@ -11,19 +11,12 @@ import numpy as np
 import pyarrow as pa
 import ray.data
 
-from resmm.contract import ContractError, check_schema, class_order, label_kind
+from resmm.sources.contract import ContractError, check_schema, label_kind
 from resmm.data.batch import BatchPreprocessor, PreprocessSpec
 from resmm.data.split import select_split
-from resmm.shards import Shard, ShardError, arrow_filesystem, list_parquet_files, read_footers
+from resmm.sources.shards import Shard, ShardError, arrow_filesystem, list_parquet_files, read_footers
 
 ROW_HASH = "row_hash"  # the column Ray's read_parquet(include_row_hash=True) adds
-
-# Blocks of 8 MiB instead of Ray's 128 MiB: encoded media decode to several times their size, a 128 MiB block of
-# images and audio is one long, memory-hungry task, and a read+decode task's first output (which the epoch's first
-# batch waits for) comes after one block. Measured on the demo's 8 shards, 2 CPUs, against 16 MiB: the same
-# throughput, first batch of an epoch after 0.9 s instead of 1.3 s, peak RSS at 10x 3.7 GB either way.
-BLOCK_BYTES = 8 * 2**20
-
 
 @dataclass(frozen=True)
 class Source:
@@ -32,7 +25,7 @@ class Source:
     url: str
     filesystem: object  # fsspec filesystem
     shards: tuple[Shard, ...]  # the readable shards
-    unreadable: tuple[dict, ...] = ()  # [{"path", "reason"}]: skipped files (see resmm.quarantine)
+    unreadable: tuple[dict, ...] = ()  # [{"path", "reason"}]: skipped files (see resmm.sources.quarantine)
 
     @property
     def num_rows(self) -> int:
@@ -79,19 +72,15 @@ def read_source(source: Source, columns: list[str] | None, *, row_hashes: bool =
     hash on every read), which is how quarantined rows are recognised and dropped from the training stream.
     """
     present = None if columns is None else [c for c in columns if all(c in s.schema.names for s in source.shards)]
-    context = ray.data.DataContext.get_current()
-    context.target_max_block_size = BLOCK_BYTES
-    with file_list_reader(context):
+    with file_list_reader(ray.data.DataContext.get_current()):
         return ray.data.read_parquet(
             [s.path for s in source.shards],
             filesystem=arrow_filesystem(source.filesystem),
             columns=present,
             include_row_hash=row_hashes,
             include_paths=paths,
-            # One read task per file. Ray's default asks for more read tasks than there are files and then
-            # splits every task's output (SplitBlocks), and a split read cannot finish early: each read task
-            # sits backpressured on a CPU slot while the decode stage waits for one. On 2 CPUs that left one
-            # decode task running at a time; one task per file doubled decode throughput (1,208 -> 1,885 rows/s).
+            # One read task per file: Ray's default splits every read task's output (SplitBlocks), and a split
+            # read sits backpressured on a CPU slot while the decode stage waits for one (benchmarks/results/).
             override_num_blocks=len(source.shards),
         )
 
@@ -101,12 +90,8 @@ def file_list_reader(context):
     """Plan the read with Ray's file-list Parquet reader (DataContext.use_datasource_v2 = False) rather than
     Ray 2.60's default V2 reader, unless the user set RAY_DATA_USE_DATASOURCE_V2 themselves.
 
-    scan_source has already read every footer, so V2's listing stage is pure overhead here: for every
-    execution, i.e. every epoch, it runs a ListFiles task and starts a pool of FooterReader actors (32 fresh
-    Python processes by default) to read the footers again, and it ignores `override_num_blocks`. Measured on
-    the demo, 2 CPUs (benchmarks/), before the one-task-per-file change in read_source: streaming training 0.72x ->
-    0.82x of in-memory, ingest 808 -> 842 samples/s at 1x, peak RSS 4.0 -> 3.5 GB at 1x and 6.4 -> 6.1 GB at
-    10x.
+    scan_source has already read every footer, so V2's listing stage is pure overhead here: every epoch it starts
+    a pool of footer-reading actors to read them again, and it ignores `override_num_blocks`.
     """
     if "RAY_DATA_USE_DATASOURCE_V2" in os.environ:
         yield
@@ -116,27 +101,6 @@ def file_list_reader(context):
         yield
     finally:
         context.use_datasource_v2 = saved
-
-
-@dataclass
-class DataProfile:
-    """What one streaming pass over the training rows found: class counts and modality presence."""
-
-    rows: int
-    class_counts: dict  # class name (None = unlabeled) -> rows
-    presence: dict  # modality -> rows where it is present
-    presence_by_class: dict  # class name -> modality -> rows
-
-    def as_summary(self) -> dict:
-        labelled = {k: v for k, v in self.class_counts.items() if k is not None}
-        order = class_order(labelled)
-        return {
-            "rows": self.rows,
-            "unlabeled_rows": self.class_counts.get(None, 0),
-            "class_counts": {k: labelled[k] for k in order},
-            "presence": dict(self.presence),
-            "presence_by_class": {k: self.presence_by_class.get(k, {}) for k in order},
-        }
 
 
 def drop_rows(table: pa.Table, *, row_hashes: np.ndarray) -> pa.Table:
@@ -163,12 +127,9 @@ def read_split(source: Source, columns: list[str], *, validation: bool | None, v
 def row_parts(table: pa.Table, rows: int):
     """A read block in slices of `rows` rows, for the decoding stages that run on whole read blocks.
 
-    Why stages take whole blocks and slice them here rather than use `map_batches(batch_size=rows)`: Ray does not
-    fuse a read with a stage that asks for a batch size, so every encoded block took a round trip through the
-    object store into a separate decode task, and the decode tasks only started as the read tasks gave up their
-    CPUs. With `batch_size=None` the stage fuses with the read: one task per shard reads and decodes, yielding
-    each slice's output as soon as it is done (measured on the demo's 8 shards, 2 CPUs: training decode
-    1,700-1,800 -> 2,000-2,100 rows/s).
+    Stages take whole blocks (`map_batches(batch_size=None)`) and slice them here because Ray fuses only such a
+    stage with the read: one task per shard reads and decodes, with no round trip of encoded bytes through the
+    object store (benchmarks/results/).
     """
     for start in range(0, table.num_rows, rows):
         yield table.slice(start, rows)

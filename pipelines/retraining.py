@@ -9,9 +9,10 @@ from pathlib import Path
 
 from pipelines.inference import evaluate_model
 from pipelines.ingest import scan_source
-from pipelines.training import connect_ray, resolve_data_path, run_training
+from pipelines.runtime import connect_ray
+from pipelines.training import resolve_data_path, run_training
 from resmm.config import Config
-from resmm.fingerprint import data_fingerprint
+from resmm.sources.fingerprint import data_fingerprint
 from resmm.lease import Lease, LeaseHeld
 from resmm.console import say
 from resmm.tracking import registry, runs

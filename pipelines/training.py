@@ -1,34 +1,36 @@
-"""The end-to-end training pipeline: scan → validate → Ray Data preprocess → Ray Train DDP → MLflow registration."""
+"""The end-to-end training pipeline, as stages: prepare_data (scan → validate → profile → Ray Data splits) →
+record_inputs → train (Ray Train DDP) → evaluate → register, all inside one tracked MLflow run."""
 from __future__ import annotations
 
 import dataclasses
 import os
-import secrets
+from dataclasses import dataclass
 import subprocess
 import time
 from pathlib import Path
 
-import ray
 import torch
 
-from pipelines.ingest import build_split, scan_source
+from pipelines.ingest import Source, build_split, scan_source
+from pipelines.runtime import configure_data_context, connect_ray
 from pipelines.validation import Rules, Validation, validate_source, write_quarantine
 from resmm.config import Config
-from resmm.contract import resolve_classes
+from resmm.sources.contract import resolve_classes
 from resmm.data.batch import PreprocessSpec
-from resmm.data.lengths import resolve_lengths
+from resmm.data.lengths import LengthChoice, resolve_lengths
 from resmm.datasets import demo
-from resmm.fingerprint import data_fingerprint
+from resmm.sources.fingerprint import data_fingerprint
 from resmm.models.builders import build_model
-from resmm.quarantine import QuarantineReport
-from resmm import console
+from resmm.sources.quarantine import QuarantineReport
 from resmm.console import progress_bar, say
-from resmm.summary import format_table
+from resmm.summary import TrainingSummary, format_table
 from resmm.tracking import lineage as lineage_dataset
 from resmm.tracking import plots, registry, runs
+from resmm.tracking.runs import TrackedRun
 from resmm.train.budget import Budget
-from resmm.train.driver import STATE_FILE, configure_execution, fit, storage_uri
-from resmm.train.recipe import apply_recipe, choose_recipe
+from resmm.train.checkpoint import STATE_FILE
+from resmm.train.driver import fit, storage_uri
+from resmm.train.recipe import Recipe, apply_recipe, choose_recipe
 from resmm.train.retrieval import flat_metrics, retrieval_recall
 from resmm.train.robustness import mean_pattern_accuracy, robustness_report
 
@@ -51,65 +53,11 @@ def resolve_data_path(cfg: Config, progress=say) -> str:
     return demo.path_or_default(cfg.data.path, progress)
 
 
-def connect_ray() -> None:
-    """RAY_ADDRESS (set by `ray job submit` too) if given; otherwise a fresh local Ray instance.
-
-    A local instance gets `resmm` and `pipelines` as py_modules, so workers import the very code the driver
-    runs, installed or not. Under `ray job submit` the job's own runtime_env (working_dir) provides them.
-    The frameworks' INFO logs and the workers' output stay in Ray's log directory unless RESMM_LOG_LEVEL=INFO.
-    """
-    if ray.is_initialized():
-        return
-    options = {"log_to_driver": console.verbose(), "logging_level": console.framework_log_level()}
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        context = ray.init(address=address, **options)
-    else:
-        import pipelines
-        import resmm
-
-        use_local_token()
-        modules = [str(Path(m.__file__).parent) for m in (resmm, pipelines)]
-        context = ray.init(address="local", runtime_env={"py_modules": modules}, **options)
-    console.quiet_frameworks()
-    if not console.verbose():
-        say(f"[resmm] Ray's logs: {context.address_info['session_dir']}/logs "
-            f"(set {console.LOG_LEVEL_ENV}=INFO to see them here)")
-
-
-def use_local_token() -> None:
-    """Token authentication for a local instance, as on every Ray cluster. Without a token of the user's own
-    (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), the instance gets a fresh one that lives in this
-    process's environment only, so a local run writes nothing to ~/.ray. RAY_AUTH_MODE=disabled is respected."""
-    if os.environ.get("RAY_AUTH_MODE", "token") != "token":
-        return
-    has_token = (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-                 or (Path.home() / ".ray" / "auth_token").exists())
-    if not has_token:
-        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-    if os.environ.get("RAY_AUTH_MODE") != "token":
-        # Ray's own switch: sets RAY_AUTH_MODE and reloads the config Ray read at import. Choosing the mode
-        # explicitly is also what keeps Ray from warning that it turned token authentication on by default.
-        from ray._private.authentication.authentication_token_setup import _enable_token_auth
-
-        _enable_token_auth()
-
-
 def counted(batches, bar):
     """Pass tensor batches through, advancing `bar` by their rows."""
     for batch in batches:
         bar.update(len(batch["label"]))
         yield batch
-
-
-def hide_ray_data_progress() -> None:
-    """resmm draws one bar per stage (validation, each epoch, robustness); Ray Data's own progress, which on a
-    non-interactive stdout becomes blocks of log lines every few seconds, would repeat them. The setting
-    travels to the workers' ingest with the DataContext."""
-    from ray.util.debug import log_once
-
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    log_once("ray_data_progress_manager_disabled")  # Ray's notice that its bars are off: this is why
 
 
 def evaluate_registered_weights(cfg: Config, spec: PreprocessSpec, model_state: dict, val_dataset,
@@ -166,21 +114,20 @@ def validate_sources(cfg: Config, modalities: list[str], train_source, val_sourc
     return checks
 
 
-def record_quarantine(cfg: Config, checks: dict[str, Validation], run_name: str, tracking_uri: str, run_id: str,
-                      progress) -> QuarantineReport:
+def record_quarantine(cfg: Config, checks: dict[str, Validation], run: TrackedRun, progress) -> QuarantineReport:
     """Write quarantined rows under the run's storage, log the report to MLflow; returns the merged report."""
     merged = QuarantineReport()
     locations = []
     for name, check in checks.items():
         merged.merge(check.report)
-        destination = f"{storage_uri(cfg.train.storage_path)}/{run_name}/quarantine/{name}_rows.parquet"
+        destination = f"{storage_uri(cfg.train.storage_path)}/{run.run_name}/quarantine/{name}_rows.parquet"
         written = write_quarantine(check, ["sample_id", "label", *cfg.model.modalities], destination)
         if written:
             progress(f"[resmm] {written} quarantined row(s) with their reasons written to {destination}")
             locations.append(destination)
     merged.location = ", ".join(locations) or None
-    runs.log_dict(tracking_uri, run_id, merged.as_summary(), "data/quarantine.json")
-    runs.log_metrics(tracking_uri, run_id, {
+    run.log_dict(merged.as_summary(), "data/quarantine.json")
+    run.log_metrics({
         "quarantine/files": len(merged.files), "quarantine/rows": merged.rows_total,
         **{f"quarantine/{k}": v for k, v in merged.rows.items()},
         **{f"modality_missing/{k}": v for k, v in merged.modalities_marked_missing.items()},
@@ -189,19 +136,57 @@ def record_quarantine(cfg: Config, checks: dict[str, Validation], run_name: str,
     return merged
 
 
-def run_training(cfg: Config, progress=say, initial_weights: dict | None = None, train_source=None) -> dict:
-    """Train, track and register one model; returns the summary dict.
+@dataclass
+class PreparedData:
+    """Everything known about the data before training: validated sources, profile, recipe, Ray datasets."""
 
-    initial_weights: a state dict to start from (warm start); ignored when a checkpoint of the run exists.
-    train_source: the already scanned shards of `data.path` (a retrain fingerprints them first), so that the
-    footers are read once and the recorded fingerprint is exactly the one the caller decided on.
+    cfg: Config  # the run's config with `auto` lengths resolved (the recipe is applied at fit time)
+    url: str
+    train_source: Source
+    checks: dict[str, Validation]  # "train", and "val" when data.val_path is set
+    lengths: list[LengthChoice]
+    classes: list[str]
+    class_counts: list[int]  # aligned with classes
+    recipe: Recipe
+    spec: PreprocessSpec
+    datasets: dict  # "train" and "val" Ray datasets, streaming
+    fingerprint: dict
+
+    @property
+    def profile(self):
+        return self.checks["train"].train_profile
+
+    @property
+    def val_rows(self) -> int:
+        if "val" in self.checks:
+            return self.checks["val"].train_profile.rows
+        return self.checks["train"].val_profile.rows
+
+    def lineage(self) -> dict:
+        return {"resmm.data_path": self.url, "resmm.data_fingerprint": self.fingerprint["digest"],
+                "resmm.git_commit": git_commit(), "resmm.config_hash": self.cfg.digest()}
+
+
+@dataclass
+class Trained:
+    """What Ray Train returned, read back on the driver."""
+
+    best: dict  # the best epoch's validation metrics, confusion matrix included
+    model_state: dict  # the best checkpoint's weights
+    worker: dict  # rank 0's return: rows seen, train seconds, start epoch, stop reason, fed class counts
+    restarts: int
+    epochs_run: int
+    stop_reason: str
+
+
+def prepare_data(cfg: Config, progress=say, train_source: Source | None = None) -> PreparedData:
+    """Scan, check and profile the shards, choose the recipe, and plan the streaming splits.
+
+    The contract is checked from the footers before Ray starts, so a bad shard fails in seconds.
+    train_source: the already scanned shards of `data.path` (a retrain fingerprints them first).
     """
-    started = time.perf_counter()
-    runs.check_tracking_access(runs.resolve_tracking_uri())  # bad credentials fail now, not after training
     data_url = resolve_data_path(cfg, progress)
     modalities = list(cfg.model.modalities)
-
-    # The contract is checked from the footers before Ray starts: a bad shard fails in seconds.
     if train_source is None:
         progress(f"[resmm] scanning shards under {data_url}")
         train_source = scan_source(data_url, modalities)
@@ -210,14 +195,11 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
     for choice in lengths:
         progress(f"[resmm] {choice.key}={choice.value} ({choice.reason})")
     connect_ray()
-    # Driver-side passes (validation, evaluation); Train ingest gets the same through DataConfig.
-    configure_execution(ray.data.DataContext.get_current().execution_options, cfg)
-    hide_ray_data_progress()
+    configure_data_context(cfg)  # driver-side passes; Train ingest gets the same through DataConfig
     progress(f"[resmm] {len(train_source.shards)} shards, {train_source.num_rows} rows; validating every row "
              "(files, ids, labels, decodable bytes) before training")
     checks = validate_sources(cfg, modalities, train_source, val_source, progress)
-    train_check = checks["train"]
-    profile = train_check.train_profile
+    profile = checks["train"].train_profile
     classes = resolve_classes(cfg.data.classes, profile.class_counts)
     progress(f"[resmm] profile: {profile.rows} training rows, classes {profile.as_summary()['class_counts']}")
     class_counts = [profile.class_counts.get(c, 0) for c in classes]
@@ -225,128 +207,133 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
     progress(f"[resmm] recipe: train.loss={recipe.loss}, data.resample={recipe.resample} ({recipe.reason})")
     progress(f"[resmm] budget: {Budget.from_config(cfg.train).describe()}")
     spec = PreprocessSpec.from_config(cfg.data, modalities, classes)
+    return PreparedData(cfg, data_url, train_source, checks, lengths, classes, class_counts, recipe, spec,
+                        split_datasets(cfg, spec, checks), data_fingerprint(train_source.shards))
 
-    # (validated source, side of the hash split) for each dataset: one location split by sample_id, or two.
-    if val_source is None:
-        sides = {"train": (train_check, False), "val": (train_check, True)}
+
+def split_datasets(cfg: Config, spec: PreprocessSpec, checks: dict[str, Validation]) -> dict:
+    """The streaming train and val datasets: one location split by sample_id hash, or two locations."""
+    if "val" in checks:
+        sides = {"train": (checks["train"], None), "val": (checks["val"], None)}
     else:
-        sides = {"train": (train_check, None), "val": (checks["val"], None)}
-    datasets = {
+        sides = {"train": (checks["train"], False), "val": (checks["train"], True)}
+    return {
         name: build_split(check.source, spec, validation=side, val_fraction=cfg.data.val_fraction,
                           batch_rows=cfg.data.preprocess_batch_rows, quarantined=check.quarantined_row_hashes)
         for name, (check, side) in sides.items()
     }
 
+
+def record_inputs(run: TrackedRun, data: PreparedData, progress) -> QuarantineReport:
+    """Quarantine, resolved config, lineage, fingerprint and profile, logged before training starts."""
+    quarantine = record_quarantine(data.cfg, data.checks, run, progress)
+    run.log_dict(data.cfg.model_dump(mode="json"), "config/resolved_config.json")
+    lineage_dataset.log_training_data(run.tracking_uri, run.run_id, data.url, data.fingerprint)
+    run.log_dict(data.fingerprint, "data/fingerprint.json")
+    run.log_dict({**data.profile.as_summary(), "shards": [s.url for s in data.train_source.shards]},
+                 "data/profile.json")
+    return quarantine
+
+
+def train(run: TrackedRun, data: PreparedData, initial_weights: dict | None, progress) -> Trained:
+    """Ray Train DDP to the end of the budget; logs why it stopped, restarts and the confusion matrix."""
+    starts_before = runs.worker_group_starts(run.tracking_uri, run.run_id)
+    outcome = fit(
+        apply_recipe(data.cfg, data.recipe), data.spec, data.datasets, run_name=run.run_name,
+        tracking_uri=run.tracking_uri, run_id=run.run_id, class_counts=data.class_counts,
+        train_rows=data.profile.rows, initial_weights=initial_weights,
+    )
+    restarts = max(0, runs.worker_group_starts(run.tracking_uri, run.run_id) - starts_before - 1)
+    if restarts:
+        progress(f"[resmm] the worker group was restarted {restarts} time(s) from its last checkpoint")
+    best, worker = outcome.best_metrics, outcome.worker_return
+    epochs_run = worker.get("epochs_run", best["epoch"] + 1)
+    stop_reason = worker.get("stop_reason", "")
+    progress(f"[resmm] stopped after epoch {epochs_run}: {stop_reason}")
+    run.set_tags({"resmm.stop_reason": stop_reason})
+    run.log_metrics({"train/restarts": restarts, "train/epochs_run": epochs_run}, step=epochs_run - 1)
+    run.log_figure(plots.confusion_matrix_figure(best["val_confusion_matrix"], data.classes),
+                   "plots/confusion_matrix.png")
+    state = torch.load(Path(outcome.best_checkpoint_path) / STATE_FILE, map_location="cpu", weights_only=True)
+    return Trained(best, state["model"], worker, restarts, epochs_run, stop_reason)
+
+
+def evaluate(run: TrackedRun, data: PreparedData, trained: Trained, progress) -> tuple[dict, dict]:
+    """Robustness (and retrieval) of the best weights over the validation split, with tables and plots."""
+    progress("[resmm] robustness report: every presence pattern and missing rates 0.0-0.9 per modality")
+    robustness, retrieval = evaluate_registered_weights(data.cfg, data.spec, trained.model_state,
+                                                        data.datasets["val"], data.val_rows)
+    if retrieval:
+        run.log_dict(retrieval, "retrieval/recall.json")
+        run.log_metrics(flat_metrics(retrieval), step=trained.best["epoch"])
+    run.log_dict(robustness, "robustness/report.json")
+    run.log_table(robustness_rows(robustness), "robustness/table.json")
+    run.log_figure(plots.robustness_figure(robustness), "plots/robustness.png")
+    fed = trained.worker.get("fed_class_counts", {})
+    run.log_dict({"fed_class_counts": fed, "epoch": trained.best["epoch"]}, "data/fed_class_counts.json")
+    run.log_metrics({"robustness/mean_pattern_accuracy": mean_pattern_accuracy(robustness),
+                     **{f"fed_rows/{c}": n for c, n in fed.items()}}, step=trained.epochs_run - 1)
+    return robustness, retrieval
+
+
+def register(run: TrackedRun, data: PreparedData, trained: Trained) -> tuple[str, str, dict]:
+    """Log the pyfunc model and register it; returns (model URI, version, the headline metrics)."""
+    cfg = data.cfg
+    bundle = {"model": cfg.model.model_dump(mode="json"), "spec": dataclasses.asdict(data.spec),
+              "impute": cfg.data.impute}
+    model_uri, version = registry.log_and_register(
+        tracking_uri=run.tracking_uri, run_id=run.run_id, registered_model=cfg.mlflow.registered_model,
+        model_state=trained.model_state, bundle=bundle,
+        tags={**data.lineage(), "resmm.mlflow_run_id": run.run_id, "resmm.best_epoch": trained.best["epoch"]},
+    )
+    best = trained.best
+    headline = {k: best[k] for k in ("val_accuracy", "val_balanced_accuracy", "val_macro_f1") if k in best}
+    run.log_metrics({f"best/{k.removeprefix('val_')}": v for k, v in headline.items()}, step=best["epoch"])
+    return model_uri, version, headline
+
+
+def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
+                 train_source: Source | None = None) -> dict:
+    """Train, track and register one model; returns the summary dict (resmm.summary.TrainingSummary).
+
+    initial_weights: a state dict to start from (warm start); ignored when a checkpoint of the run exists.
+    train_source: the already scanned shards of `data.path` (a retrain fingerprints them first), so that the
+    footers are read once and the recorded fingerprint is exactly the one the caller decided on.
+    """
+    started = time.perf_counter()
     tracking_uri = runs.resolve_tracking_uri()
-    fingerprint = data_fingerprint(train_source.shards)
-    lineage = {
-        "resmm.data_path": data_url,
-        "resmm.data_fingerprint": fingerprint["digest"],
-        "resmm.git_commit": git_commit(),
-        "resmm.config_hash": cfg.digest(),
-    }
-    run_id, run_name = runs.start_run(tracking_uri, cfg.mlflow.experiment, cfg.train.run_name,
-                                      {**cfg.flat(), **recipe.as_params(),
-                                       **{f"auto.{c.key}": c.reason for c in lengths}}, lineage)
-    progress(f"[resmm] MLflow run {run_id} at {tracking_uri}; Ray Train run '{run_name}'")
-    try:
-        quarantine = record_quarantine(cfg, checks, run_name, tracking_uri, run_id, progress)
-        runs.log_dict(tracking_uri, run_id, cfg.model_dump(mode="json"), "config/resolved_config.json")
-        lineage_dataset.log_training_data(tracking_uri, run_id, data_url, fingerprint)
-        runs.log_dict(tracking_uri, run_id, fingerprint, "data/fingerprint.json")
-        runs.log_dict(
-            tracking_uri, run_id,
-            {**profile.as_summary(), "shards": [s.url for s in train_source.shards]},
-            "data/profile.json",
-        )
-        starts_before = runs.worker_group_starts(tracking_uri, run_id)
-        outcome = fit(
-            apply_recipe(cfg, recipe), spec, datasets, run_name=run_name, tracking_uri=tracking_uri, run_id=run_id,
-            class_counts=class_counts, train_rows=profile.rows,
-            initial_weights=initial_weights,
-        )
-        restarts = max(0, runs.worker_group_starts(tracking_uri, run_id) - starts_before - 1)
-        if restarts:
-            progress(f"[resmm] the worker group was restarted {restarts} time(s) from its last checkpoint")
-        best = outcome.best_metrics
-        worker = outcome.worker_return
-        last_epoch = worker.get("epochs_run", best["epoch"] + 1) - 1
-        stop_reason = worker.get("stop_reason", "")
-        progress(f"[resmm] stopped after epoch {last_epoch + 1}: {stop_reason}")
-        runs.set_tags(tracking_uri, run_id, {"resmm.stop_reason": stop_reason})
-        runs.log_metrics(tracking_uri, run_id, {"train/restarts": restarts, "train/epochs_run": last_epoch + 1},
-                         step=last_epoch)
-        figure = plots.confusion_matrix_figure(best["val_confusion_matrix"], classes)
-        runs.log_figure(tracking_uri, run_id, figure, "plots/confusion_matrix.png")
-        plots.close(figure)
-
-        state = torch.load(Path(outcome.best_checkpoint_path) / STATE_FILE, map_location="cpu", weights_only=True)
-        progress("[resmm] robustness report: every presence pattern and missing rates 0.0-0.9 per modality")
-        val_profile = train_check.val_profile if val_source is None else checks["val"].train_profile
-        robustness, retrieval = evaluate_registered_weights(cfg, spec, state["model"], datasets["val"],
-                                                            val_profile.rows)
-        if retrieval:
-            runs.log_dict(tracking_uri, run_id, retrieval, "retrieval/recall.json")
-            runs.log_metrics(tracking_uri, run_id, flat_metrics(retrieval), step=best["epoch"])
-        runs.log_dict(tracking_uri, run_id, robustness, "robustness/report.json")
-        runs.log_table(tracking_uri, run_id, robustness_rows(robustness), "robustness/table.json")
-        figure = plots.robustness_figure(robustness)
-        runs.log_figure(tracking_uri, run_id, figure, "plots/robustness.png")
-        plots.close(figure)
-        fed = worker.get("fed_class_counts", {})
-        runs.log_dict(tracking_uri, run_id, {"fed_class_counts": fed, "epoch": best["epoch"]}, "data/fed_class_counts.json")
-        runs.log_metrics(
-            tracking_uri, run_id,
-            {"robustness/mean_pattern_accuracy": mean_pattern_accuracy(robustness),
-             **{f"fed_rows/{c}": n for c, n in fed.items()}},
-            step=last_epoch,
-        )
-        bundle = {"model": cfg.model.model_dump(mode="json"), "spec": dataclasses.asdict(spec),
-                  "impute": cfg.data.impute}
-        model_uri, version = registry.log_and_register(
-            tracking_uri=tracking_uri, run_id=run_id, registered_model=cfg.mlflow.registered_model,
-            model_state=state["model"], bundle=bundle,
-            tags={**lineage, "resmm.mlflow_run_id": run_id, "resmm.best_epoch": best["epoch"]},
-        )
-        headline = {k: best[k] for k in ("val_accuracy", "val_balanced_accuracy", "val_macro_f1") if k in best}
-        runs.log_metrics(tracking_uri, run_id, {f"best/{k.removeprefix('val_')}": v for k, v in headline.items()},
-                         step=best["epoch"])
-    except BaseException:
-        runs.end_run(tracking_uri, run_id, "FAILED")
-        raise
-    runs.end_run(tracking_uri, run_id, "FINISHED")
-
-    wall = time.perf_counter() - started
-    summary = {
-        "mlflow_run_id": run_id,
-        "mlflow_experiment": cfg.mlflow.experiment,
-        "mlflow_tracking_uri": tracking_uri,
-        "registered_model": cfg.mlflow.registered_model,
-        "model_version": version,
-        "data_fingerprint": fingerprint["digest"],
-        "model_uri": model_uri,
-        "ray_train_run_name": run_name,
-        "num_workers": cfg.train.num_workers,
-        "epochs": last_epoch + 1,  # epochs run; `stop_reason` says why training ended there
-        "stop_reason": stop_reason,
-        "recipe": {"loss": recipe.loss, "resample": recipe.resample,
-                   "imbalance_ratio": round(recipe.imbalance_ratio, 3), "reason": recipe.reason},
-        "lengths": {c.key: {"value": c.value, "reason": c.reason} for c in lengths},
-        "best_epoch": best["epoch"],
-        "classes": classes,
-        "rows_seen_train": worker.get("rows_seen_train", 0),
-        "wall_time_s": round(wall, 2),
-        "train_time_s": round(worker.get("train_seconds", 0.0), 2),
-        "throughput_samples_per_s": round(worker.get("rows_seen_train", 0) / max(worker.get("train_seconds", 0), 1e-9), 2),
-        "metrics": headline,
-        "data_profile": profile.as_summary(),
-        "quarantine": quarantine.as_summary(),
-        "restarts": restarts,
-        "start_epoch": worker.get("start_epoch", 0),  # > 0: resumed from a checkpoint of an earlier attempt
-        "fed_class_counts": worker.get("fed_class_counts", {}),
-        "robustness": robustness,
-        "retrieval": retrieval,
-        "heads": {k.removeprefix("val_head_"): v for k, v in best.items() if k.startswith("val_head_")},
-    }
+    runs.check_tracking_access(tracking_uri)  # bad credentials fail now, not after training
+    data = prepare_data(cfg, progress, train_source)
+    params = {**data.cfg.flat(), **data.recipe.as_params(), **{f"auto.{c.key}": c.reason for c in data.lengths}}
+    with runs.tracked_run(tracking_uri, cfg.mlflow.experiment, cfg.train.run_name, params,
+                          data.lineage()) as run:
+        progress(f"[resmm] MLflow run {run.run_id} at {tracking_uri}; Ray Train run '{run.run_name}'")
+        quarantine = record_inputs(run, data, progress)
+        trained = train(run, data, initial_weights, progress)
+        robustness, retrieval = evaluate(run, data, trained, progress)
+        model_uri, version, headline = register(run, data, trained)
+    summary = summarise(data, run, trained, started, model_uri=model_uri, model_version=version,
+                        metrics=headline, quarantine=quarantine.as_summary(), robustness=robustness,
+                        retrieval=retrieval)
     progress(format_table(summary))
     return summary
+
+
+def summarise(data: PreparedData, run: TrackedRun, trained: Trained, started: float, **results) -> dict:
+    worker, recipe = trained.worker, data.recipe
+    rows_seen, train_seconds = worker.get("rows_seen_train", 0), worker.get("train_seconds", 0.0)
+    return TrainingSummary(
+        mlflow_run_id=run.run_id, mlflow_experiment=data.cfg.mlflow.experiment,
+        mlflow_tracking_uri=run.tracking_uri, registered_model=data.cfg.mlflow.registered_model,
+        data_fingerprint=data.fingerprint["digest"], ray_train_run_name=run.run_name,
+        num_workers=data.cfg.train.num_workers, epochs=trained.epochs_run, stop_reason=trained.stop_reason,
+        best_epoch=trained.best["epoch"], start_epoch=worker.get("start_epoch", 0), restarts=trained.restarts,
+        recipe={"loss": recipe.loss, "resample": recipe.resample,
+                "imbalance_ratio": round(recipe.imbalance_ratio, 3), "reason": recipe.reason},
+        lengths={c.key: {"value": c.value, "reason": c.reason} for c in data.lengths},
+        classes=data.classes, rows_seen_train=rows_seen, wall_time_s=round(time.perf_counter() - started, 2),
+        train_time_s=round(train_seconds, 2),
+        throughput_samples_per_s=round(rows_seen / max(train_seconds, 1e-9), 2),
+        heads={k.removeprefix("val_head_"): v for k, v in trained.best.items() if k.startswith("val_head_")},
+        data_profile=data.profile.as_summary(), fed_class_counts=worker.get("fed_class_counts", {}), **results,
+    ).as_dict()

@@ -16,13 +16,14 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
-from pipelines.ingest import ROW_HASH, DataProfile, Source, read_source, row_parts, without_files
+from pipelines.ingest import ROW_HASH, Source, read_source, row_parts, without_files
 from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells, label_name
 from resmm.data.decoded import MODALITY_FAULTS
 from resmm.data.split import is_validation
-from resmm.quarantine import DUPLICATE_SAMPLE_ID, QuarantineReport, id_hashes, later_duplicates, row_faults
+from resmm.sources.profile import DataProfile
+from resmm.sources.quarantine import DUPLICATE_SAMPLE_ID, QuarantineReport, id_hashes, later_duplicates, row_faults
 from resmm.console import progress_bar, say
-from resmm.shards import ShardError, open_filesystem
+from resmm.sources.shards import ShardError, open_filesystem
 
 QUARANTINE_REASON = "quarantine_reason"
 
@@ -195,7 +196,7 @@ def _inspect(source: Source, spec: PreprocessSpec, rules: Rules, batch_rows: int
 
 def validate_source(source: Source, spec: PreprocessSpec, rules: Rules, *, batch_rows: int = 256,
                     progress=say, name: str = "data") -> Validation:
-    """Run the validation stage over every row of `source`; see resmm.quarantine for the policy per fault.
+    """Run the validation stage over every row of `source`; see resmm.sources.quarantine for the policy per fault.
     `name` labels its progress bar."""
     columns = ["sample_id", "label", *spec.modalities]
     try:

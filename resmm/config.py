@@ -9,8 +9,18 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from resmm.data.resample import RESAMPLERS
+from resmm.models.builders import FUSIONS, NORMS
+from resmm.models.imputation import IMPUTERS
+from resmm.train.losses import LOSSES
+
 MODALITIES = ("image", "text", "audio")
-FUSIONS = ("concat", "mean", "gated", "attention", "mrn", "tensor")
+# Each family's names come from its registry, so a new fusion, imputer, loss or resampler is one dict entry.
+FusionName = Literal[tuple(FUSIONS)]
+NormName = Literal[tuple(NORMS)]
+ImputerName = Literal[tuple(IMPUTERS)]
+ResamplerName = Literal[("auto", *RESAMPLERS)]  # auto: chosen from the profile (resmm/train/recipe.py)
+LossName = Literal[("auto", *LOSSES)]
 
 
 class ConfigError(ValueError):
@@ -45,14 +55,14 @@ class DataConfig(_Section):
     # only the unsupervised objectives (retrieval, generative imputation).
     unlabeled_rows: Literal["quarantine", "keep"] = "quarantine"
     # Long tail and missing modalities (see resmm/data/resample.py and resmm/models/imputation.py).
-    resample: Literal["auto", "none", "balanced", "sqrt", "progressive"] = "auto"  # auto: resmm/train/recipe.py
+    resample: ResamplerName = "auto"  # auto: resmm/train/recipe.py
     class_weights: dict[str, float] | None = None  # explicit per-class sampling weights (override `resample`)
     epoch_rows: int | None = Field(None, ge=1)  # rows fed per epoch, all workers together; None = training rows
     # Batches each training worker fetches and formats ahead in background threads, so the step rarely waits.
     prefetch_batches: int = Field(4, ge=0, le=1024)
     augment: bool = False  # fresh augmentation of every fed copy: image flip/rotate/crop, audio shift/gain/noise,
     # text token dropout
-    impute: Literal["zero", "mean", "learned", "nearest", "generative"] = "zero"
+    impute: ImputerName = "zero"
     # Ray Data's object-store budget (MB) for each streaming execution; None = Ray's default share of the object
     # store. A small budget caps memory on long reads at some throughput (README, Benchmarks).
     object_store_budget_mb: int | None = Field(None, ge=64)
@@ -81,12 +91,12 @@ class DataConfig(_Section):
 
 class ModelConfig(_Section):
     modalities: list[Literal["image", "text", "audio"]] = Field(default_factory=lambda: list(MODALITIES))
-    fusion: Literal["concat", "mean", "gated", "attention", "mrn", "tensor"] = "mrn"
+    fusion: FusionName = "mrn"
     embed_dim: int = Field(96, ge=8, le=4096)
     fusion_depth: int = Field(2, ge=1, le=16)  # residual fusion layers (MRN's L)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     # Encoder normalisation: `batch` trains fastest; `group` makes results independent of the worker count.
-    norm: Literal["batch", "group"] = "batch"
+    norm: NormName = "batch"
     retrieval: bool = False  # contrastive (InfoNCE) alignment of modality embeddings + recall@k evaluation
 
     @field_validator("modalities", mode="before")
@@ -120,16 +130,15 @@ class TrainConfig(_Section):
     min_delta: float = Field(0.002, ge=0.0, le=1.0)
     max_minutes: float | None = Field(None, gt=0.0)  # wall-time cap of the default budget; None = none
     # Rows per optimizer step, all workers together (each worker takes its share), so that changing the worker
-    # count changes neither the steps per epoch nor the result: 1 and 2 workers gave 0.255 and 0.220 on the
-    # stamps corpus when the batch was per worker. batch_size_per_worker, when set, overrides it (the usual unit
-    # on GPUs: global batch = that x workers).
+    # count changes neither the steps per epoch nor the result. batch_size_per_worker, when set, overrides it
+    # (the usual unit on GPUs: global batch = that x workers).
     batch_size: int = Field(64, ge=1)
     batch_size_per_worker: int | None = Field(None, ge=1)
     lr: float = Field(3e-3, gt=0.0, le=10.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     seed: int = 0
     # auto: chosen from the class counts of the profile pass (resmm/train/recipe.py)
-    loss: Literal["auto", "ce", "class_balanced", "focal", "logit_adjusted"] = "auto"
+    loss: LossName = "auto"
     logit_adjust_tau: float = Field(1.0, gt=0.0, le=10.0)  # τ of `logit_adjusted`: logits + τ·log(prior)
     modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # ModDrop: drop each present modality w.p. p
     aux_loss_weight: float = Field(0.3, ge=0.0)  # weight of the per-modality auxiliary heads' losses

@@ -1,10 +1,49 @@
 """The end-of-run summary: a readable table for people and a JSON file for schedulers."""
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from resmm.secrets import redact
+
+
+@dataclass
+class TrainingSummary:
+    """What one training run produced; `as_dict()` is the summary JSON (`--summary-json`, jobs/retrain.py)."""
+
+    mlflow_run_id: str
+    mlflow_experiment: str
+    mlflow_tracking_uri: str
+    registered_model: str
+    model_version: str
+    model_uri: str
+    data_fingerprint: str
+    ray_train_run_name: str
+    num_workers: int
+    epochs: int  # epochs run; `stop_reason` says why training ended there
+    stop_reason: str
+    best_epoch: int
+    start_epoch: int  # > 0: resumed from a checkpoint of an earlier attempt
+    restarts: int  # worker-group restarts from the last checkpoint
+    recipe: dict  # the imbalance treatment chosen and the profile figure behind it
+    lengths: dict  # the `auto` input lengths and why
+    classes: list
+    rows_seen_train: int
+    wall_time_s: float
+    train_time_s: float
+    throughput_samples_per_s: float
+    metrics: dict  # the best epoch's validation accuracy, balanced accuracy, macro-F1
+    heads: dict  # the best epoch's per-modality head metrics
+    data_profile: dict
+    quarantine: dict
+    fed_class_counts: dict  # rows fed per class in the last epoch
+    robustness: dict
+    retrieval: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def format_table(summary: dict) -> str:

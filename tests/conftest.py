@@ -95,7 +95,7 @@ def local_ray():
 
     import ray
 
-    from pipelines.training import connect_ray
+    from pipelines.runtime import connect_ray
 
     saved = os.environ.pop("RAY_ADDRESS", None)
     connect_ray()
@@ -103,3 +103,16 @@ def local_ray():
     ray.shutdown()
     if saved is not None:
         os.environ["RAY_ADDRESS"] = saved
+
+
+def make_batch(spec, rows=4, seed=0):
+    """A model-ready batch of random inputs, every modality present, labels 0..4 in turn."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    batch = {m: torch.randn(rows, *spec.input_shape(m), generator=g) for m in ("image", "audio")}
+    batch["text"] = torch.randint(1, spec.text_vocab_buckets, (rows, spec.text_max_tokens), generator=g)
+    for m in ("image", "text", "audio"):
+        batch[f"{m}_present"] = torch.ones(rows)
+    batch["label"] = torch.arange(rows) % 5
+    return batch

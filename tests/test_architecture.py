@@ -32,6 +32,26 @@ def test_models_stay_plain_pytorch():
     assert not offenders
 
 
+def test_models_and_data_transforms_never_import_ray():
+    """Models and per-batch transforms run anywhere (a notebook, a pyfunc server, another loader)."""
+    offenders = {f for package in ("resmm/models", "resmm/data") for f, r in imported_roots(package).items()
+                 if "ray" in r}
+    assert not offenders
+
+
+def test_no_unused_code_in_the_library():
+    """vulture over the paths and ignore lists of [tool.vulture] in pyproject.toml."""
+    import tomllib
+
+    import vulture
+
+    settings = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["vulture"]
+    scan = vulture.Vulture(ignore_names=settings["ignore_names"], ignore_decorators=settings["ignore_decorators"])
+    scan.scavenge([str(REPO / p) for p in settings["paths"]])
+    unused = [item.get_report() for item in scan.get_unused_code(min_confidence=settings["min_confidence"])]
+    assert not unused
+
+
 def test_model_actors_import_no_resmm_at_module_level():
     # A registered model must run with its own bundled resmm; see pipelines/model_actors.py.
     tree = ast.parse((REPO / "pipelines" / "model_actors.py").read_text())

@@ -4,9 +4,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.ingest import scan_source
-from resmm.contract import resolve_classes
-from resmm.contract import ContractError
-from resmm.shards import ShardError
+from resmm.sources.contract import resolve_classes
+from resmm.sources.contract import ContractError
+from resmm.sources.shards import ShardError
 from tests.conftest import contract_table
 
 ALL = ["image", "text", "audio"]

@@ -8,9 +8,9 @@ from resmm.datasets.demo import DemoSpec, build, class_counts, is_built
 
 
 def decoded_audio(blob):
-    from resmm.data.audio import decode_waveform
+    from resmm.data.audio import read_waveform
 
-    return None if blob is None else decode_waveform(blob, 8000, 1.0)
+    return None if blob is None else read_waveform(blob, 8000, 1.0)[0]
 
 
 @pytest.fixture(scope="module")

@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import BatchSampler, WeightedRandomSampler
 
-from resmm.contract import check_schema, resolve_classes
+from resmm.sources.contract import check_schema, resolve_classes
 from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells, label_name
 from resmm.data.lengths import resolve_lengths
 from resmm.data.split import is_validation
 from resmm.datasets import demo
-from resmm.shards import ShardError, list_parquet_files, read_footers
+from resmm.sources.shards import ShardError, list_parquet_files, read_footers
 from resmm.train.metrics import classification_metrics
 from resmm.train.robustness import pattern_name, presence_patterns
 

@@ -2,22 +2,15 @@
 from __future__ import annotations
 
 import io
+from functools import partial
 
 import numpy as np
 from PIL import Image
 
-from resmm.data.decoded import IMAGE_TOO_LARGE, IMAGE_UNDECODABLE, Decoded
+from resmm.data.decoded import IMAGE_TOO_LARGE, IMAGE_UNDECODABLE, DecodeError, Decoded, decode_cells
 
 # Per-channel normalisation to roughly zero mean, unit variance for natural and document images alike.
 _MEAN, _STD = 0.5, 0.25
-
-
-class ImageDecodeError(ValueError):
-    """The bytes are not a usable image; `reason` says why (undecodable, or too large to decode safely)."""
-
-    def __init__(self, message: str, reason: str = IMAGE_UNDECODABLE):
-        super().__init__(message)
-        self.reason = reason
 
 
 def decode_image(blob: bytes, size_px: int, channels: int, max_pixels: int) -> np.ndarray:
@@ -29,18 +22,18 @@ def decode_image(blob: bytes, size_px: int, channels: int, max_pixels: int) -> n
     try:
         with Image.open(io.BytesIO(blob)) as img:
             if img.width * img.height > max_pixels:
-                raise ImageDecodeError(f"{img.width}x{img.height} exceeds {max_pixels} pixels", IMAGE_TOO_LARGE)
+                raise DecodeError(f"{img.width}x{img.height} exceeds {max_pixels} pixels", IMAGE_TOO_LARGE)
             img.draft("L" if channels == 1 else "RGB", (size_px, size_px))  # JPEG: decode at reduced scale
             img = img.convert("L" if channels == 1 else "RGB")
             img.thumbnail((size_px, size_px), Image.Resampling.BILINEAR)
             canvas = Image.new(img.mode, (size_px, size_px))
             canvas.paste(img, ((size_px - img.width) // 2, (size_px - img.height) // 2))
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(str(exc), IMAGE_TOO_LARGE) from exc
+        raise DecodeError(str(exc), IMAGE_TOO_LARGE) from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, ImageDecodeError):
+        if isinstance(exc, DecodeError):
             raise
-        raise ImageDecodeError(str(exc)) from exc
+        raise DecodeError(str(exc), IMAGE_UNDECODABLE) from exc
     pixels = np.asarray(canvas, dtype=np.float32) / 255.0  # (S, S) or (S, S, 3)
     if channels == 1:
         pixels = pixels[None]
@@ -51,15 +44,9 @@ def decode_image(blob: bytes, size_px: int, channels: int, max_pixels: int) -> n
 
 def decode_images(blobs, size_px: int, channels: int, max_pixels: int) -> Decoded:
     """A column of encoded images (None = missing) -> (N, C, S, S) float32, presence, per-row fault."""
-    out = np.zeros((len(blobs), channels, size_px, size_px), dtype=np.float32)
-    present = np.zeros(len(blobs), dtype=bool)
-    events: list = [None] * len(blobs)
-    for i, blob in enumerate(blobs):
-        if blob is None or len(blob) == 0:
-            continue
-        try:
-            out[i] = decode_image(blob, size_px, channels, max_pixels)
-            present[i] = True
-        except ImageDecodeError as exc:
-            events[i] = exc.reason  # the modality is missing for this row; the validation pass counts it
-    return Decoded(out, present, events)
+    decode_one = partial(_decode_cell, size_px=size_px, channels=channels, max_pixels=max_pixels)
+    return decode_cells(blobs, (channels, size_px, size_px), decode_one)
+
+
+def _decode_cell(blob: bytes, size_px: int, channels: int, max_pixels: int) -> tuple[np.ndarray, None]:
+    return decode_image(blob, size_px, channels, max_pixels), None

@@ -17,23 +17,33 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-RESAMPLERS = ("none", "balanced", "sqrt", "progressive")
+def _instance_shares(counts: np.ndarray, t: float) -> np.ndarray:
+    return counts.copy()
+
+
+def _balanced_shares(counts: np.ndarray, t: float) -> np.ndarray:
+    return (counts > 0).astype(np.float64)
+
+
+def _sqrt_shares(counts: np.ndarray, t: float) -> np.ndarray:
+    return np.sqrt(counts)
+
+
+def _progressive_shares(counts: np.ndarray, t: float) -> np.ndarray:
+    return np.where(counts > 0, counts ** (1.0 - t), 0.0)
+
+
+# `data.resample` name -> unnormalised class shares given the counts and t = epoch / (epochs - 1).
+RESAMPLERS = {"none": _instance_shares, "balanced": _balanced_shares, "sqrt": _sqrt_shares,
+              "progressive": _progressive_shares}
 
 
 def target_shares(strategy: str, counts: np.ndarray, epoch: int = 0, epochs: int = 1, class_weights=None) -> np.ndarray:
     counts = np.asarray(counts, dtype=np.float64)
-    seen = counts > 0
     if class_weights is not None:
         shares = counts * np.asarray(class_weights, dtype=np.float64)
-    elif strategy == "none":
-        shares = counts.copy()
-    elif strategy == "balanced":
-        shares = seen.astype(np.float64)
-    elif strategy == "sqrt":
-        shares = np.sqrt(counts)
-    elif strategy == "progressive":
-        t = epoch / max(1, epochs - 1)
-        shares = np.where(seen, counts ** (1.0 - t), 0.0)
+    elif strategy in RESAMPLERS:
+        shares = RESAMPLERS[strategy](counts, epoch / max(1, epochs - 1))
     else:
         raise ValueError(f"unknown resampling strategy '{strategy}'")
     return shares / shares.sum()

@@ -10,6 +10,8 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 SUCCESS_FILE = "_SUCCESS.json"
 
 
@@ -27,3 +29,14 @@ def publish(staging: Path, out_dir: Path, summary: dict) -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
+
+
+def long_tail_counts(weights: np.ndarray, rows: int, seed: int) -> np.ndarray:
+    """Rows per class in proportion to `weights` (head first, the rounding remainder to the head), then
+    assigned to the classes in an order shuffled by `seed`."""
+    counts = np.floor(weights / weights.sum() * rows).astype(int)
+    counts[0] += rows - counts.sum()
+    order = np.random.default_rng(seed + 101).permutation(len(weights))
+    per_class = np.zeros(len(weights), dtype=int)
+    per_class[order] = counts
+    return per_class

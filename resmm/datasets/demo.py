@@ -25,7 +25,7 @@ import soundfile
 from PIL import Image, ImageFilter
 from scipy.signal import resample_poly
 
-from resmm.datasets import is_built, publish  # noqa: F401  (is_built: part of this corpus's API)
+from resmm.datasets import is_built, long_tail_counts, publish  # noqa: F401  (is_built: part of this corpus's API)
 
 DATASET_VERSION = 1
 NUM_CLASSES = 10
@@ -63,12 +63,7 @@ def default_path() -> Path:
 def class_counts(spec: DemoSpec) -> np.ndarray:
     """Long-tailed counts per digit: geometric decay from the head class to the tail, digits shuffled by seed."""
     decay = spec.imbalance_ratio ** (-np.arange(NUM_CLASSES) / (NUM_CLASSES - 1))
-    counts = np.floor(decay / decay.sum() * spec.rows).astype(int)
-    counts[0] += spec.rows - counts.sum()
-    order = np.random.default_rng(spec.seed + 101).permutation(NUM_CLASSES)
-    per_digit = np.zeros(NUM_CLASSES, dtype=int)
-    per_digit[order] = counts
-    return per_digit
+    return long_tail_counts(decay, spec.rows, spec.seed)
 
 
 def _digit_images() -> list[list[np.ndarray]]:

@@ -45,7 +45,7 @@ import soundfile
 from PIL import Image, ImageEnhance, ImageFilter
 from scipy.signal import resample_poly
 
-from resmm.datasets import is_built, publish  # noqa: F401  (is_built: part of this corpus's API)
+from resmm.datasets import is_built, long_tail_counts, publish  # noqa: F401  (is_built: part of this corpus's API)
 
 DATASET_VERSION = 1
 STAMPS_ROOT = Path("/usr/share/tuxpaint/stamps")
@@ -126,12 +126,7 @@ def class_counts(spec: StampsSpec) -> np.ndarray:
     """Zipf-shaped training counts per class (in CLASSES order): rank^-s with s set so head/tail = imbalance_ratio."""
     k = len(CLASSES)
     weights = np.arange(1, k + 1, dtype=float) ** (-np.log(spec.imbalance_ratio) / np.log(k))
-    counts = np.floor(weights / weights.sum() * spec.rows).astype(int)
-    counts[0] += spec.rows - counts.sum()
-    order = np.random.default_rng(spec.seed + 101).permutation(k)
-    per_class = np.zeros(k, dtype=int)
-    per_class[order] = counts
-    return per_class
+    return long_tail_counts(weights, spec.rows, spec.seed)
 
 
 def _class_of(key: str) -> str | None:

@@ -8,7 +8,7 @@ from resmm.models.fusion import AttentionFusion, ConcatFusion, GatedFusion, Mean
 from resmm.models.imputation import build_imputer
 from resmm.models.multimodal import MultimodalResidualNet
 
-
+# `model.norm` name -> normalisation layer of the convolutional encoders.
 NORMS = {"batch": batch_norm, "group": group_norm}
 
 
@@ -25,18 +25,21 @@ def text_resconv(vocab_buckets: int, embed_dim: int) -> nn.Module:
     return TextResConv(vocab_buckets, width=64, depth=2, embed_dim=embed_dim)
 
 
+# `model.fusion` name -> builder(modalities, embed_dim, depth, dropout); the fusions' own numbers live here.
+FUSIONS = {
+    "concat": lambda modalities, d, depth, dropout: ConcatFusion(modalities, d),
+    "mean": lambda modalities, d, depth, dropout: MeanFusion(modalities, d),
+    "gated": lambda modalities, d, depth, dropout: GatedFusion(modalities, d),
+    "attention": lambda modalities, d, depth, dropout: AttentionFusion(modalities, d, heads=4, dropout=dropout),
+    "mrn": lambda modalities, d, depth, dropout: MRNFusion(modalities, d, depth, dropout),
+    "tensor": lambda modalities, d, depth, dropout: TensorFusion(modalities, d, rank=4),
+}
+
+
 def build_fusion(name: str, modalities: list[str], embed_dim: int, depth: int, dropout: float) -> nn.Module:
-    builders = {
-        "concat": lambda: ConcatFusion(modalities, embed_dim),
-        "mean": lambda: MeanFusion(modalities, embed_dim),
-        "gated": lambda: GatedFusion(modalities, embed_dim),
-        "attention": lambda: AttentionFusion(modalities, embed_dim, heads=4, dropout=dropout),
-        "mrn": lambda: MRNFusion(modalities, embed_dim, depth, dropout),
-        "tensor": lambda: TensorFusion(modalities, embed_dim, rank=4),
-    }
-    if name not in builders:
+    if name not in FUSIONS:
         raise ValueError(f"unknown fusion '{name}'")
-    return builders[name]()
+    return FUSIONS[name](modalities, embed_dim, depth, dropout)
 
 
 def build_model(model_cfg, spec, impute: str = "zero") -> MultimodalResidualNet:

@@ -15,9 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IMPUTERS = ("zero", "mean", "learned", "nearest", "generative")
-
-
 def _mean_present(embeddings: dict, present: dict, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     e = torch.stack([embeddings[m] * present[m].unsqueeze(-1) for m in names], 1)  # (B, M, D)
     count = torch.stack([present[m] for m in names], 1).sum(1, keepdim=True)  # (B, 1)
@@ -143,9 +140,12 @@ class GenerativeImputer(nn.Module):
         return embeddings, present, aux
 
 
+# `data.impute` name -> imputer class; each takes (modalities, embed_dim).
+IMPUTERS = {"zero": ZeroImputer, "mean": MeanImputer, "learned": LearnedTokenImputer,
+            "nearest": NearestNeighbourImputer, "generative": GenerativeImputer}
+
+
 def build_imputer(name: str, modalities: list[str], embed_dim: int) -> nn.Module:
-    classes = {"zero": ZeroImputer, "mean": MeanImputer, "learned": LearnedTokenImputer,
-               "nearest": NearestNeighbourImputer, "generative": GenerativeImputer}
-    if name not in classes:
+    if name not in IMPUTERS:
         raise ValueError(f"unknown imputation '{name}'")
-    return classes[name](list(modalities), embed_dim)
+    return IMPUTERS[name](list(modalities), embed_dim)

@@ -1,9 +1,12 @@
 """MLflow runs: one run per job, created by the driver; workers (rank 0) log epoch metrics into it by id."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
+from dataclasses import dataclass
+from typing import Iterator
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -171,3 +174,47 @@ def log_figure(tracking_uri: str, run_id: str, figure, artifact_file: str) -> No
 def end_run(tracking_uri: str, run_id: str, status: str) -> None:
     """status: FINISHED, FAILED or KILLED."""
     MlflowClient(tracking_uri).set_terminated(run_id, status=status)
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    """One MLflow run of the driver, so that stages log into it without threading (uri, run id) around."""
+
+    tracking_uri: str
+    run_id: str
+    run_name: str  # the Ray Train run of the same name
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        log_metrics(self.tracking_uri, self.run_id, metrics, step)
+
+    def log_dict(self, payload: dict, artifact_file: str) -> None:
+        log_dict(self.tracking_uri, self.run_id, payload, artifact_file)
+
+    def log_table(self, columns: dict, artifact_file: str) -> None:
+        log_table(self.tracking_uri, self.run_id, columns, artifact_file)
+
+    def log_figure(self, figure, artifact_file: str) -> None:
+        """Log a matplotlib figure and close it."""
+        from resmm.tracking import plots
+
+        try:
+            log_figure(self.tracking_uri, self.run_id, figure, artifact_file)
+        finally:
+            plots.close(figure)
+
+    def set_tags(self, tags: dict) -> None:
+        set_tags(self.tracking_uri, self.run_id, tags)
+
+
+@contextlib.contextmanager
+def tracked_run(tracking_uri: str, experiment: str, run_name: str | None, params: dict,
+                tags: dict) -> Iterator[TrackedRun]:
+    """Start (or resume, see start_run) the job's run; it ends FINISHED when the body returns and FAILED when
+    it raises, interrupts included."""
+    run_id, run_name = start_run(tracking_uri, experiment, run_name, params, tags)
+    try:
+        yield TrackedRun(tracking_uri, run_id, run_name)
+    except BaseException:
+        end_run(tracking_uri, run_id, "FAILED")
+        raise
+    end_run(tracking_uri, run_id, "FINISHED")

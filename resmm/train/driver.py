@@ -12,7 +12,8 @@ from ray.train.torch import TorchTrainer
 
 from resmm.config import Config
 from resmm.data.batch import PreprocessSpec
-from resmm.train.loop import METRICS_FILE, STATE_FILE, train_loop_per_worker
+from resmm.train.checkpoint import METRICS_FILE
+from resmm.train.loop import train_loop_per_worker
 from resmm.train.progress import drawn, start_board
 
 SELECTION_METRIC = "val_balanced_accuracy"
@@ -111,4 +112,3 @@ def fit(
     )
 
 
-__all__ = ["fit", "FitOutcome", "STATE_FILE", "storage_uri"]

@@ -14,7 +14,27 @@ from torch import nn
 
 from resmm.data.batch import UNLABELED
 
-LOSSES = ("ce", "class_balanced", "focal", "logit_adjusted")
+def _cross_entropy(loss: "LongTailLoss", logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, labels)
+
+
+def _class_balanced(loss: "LongTailLoss", logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    per_row = F.cross_entropy(logits, labels, weight=loss.class_weights, reduction="none")
+    return per_row.sum() / loss.class_weights[labels].sum().clamp(min=1e-9)  # weighted mean, clamped
+
+
+def _focal(loss: "LongTailLoss", logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    log_p = F.log_softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)
+    return -(((1 - log_p.exp()) ** loss.gamma) * log_p).mean()
+
+
+def _logit_adjusted(loss: "LongTailLoss", logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits + loss.log_prior_scaled, labels)
+
+
+# `train.loss` name -> mean loss over the labelled rows of a batch.
+LOSSES = {"ce": _cross_entropy, "class_balanced": _class_balanced, "focal": _focal,
+          "logit_adjusted": _logit_adjusted}
 
 
 class LongTailLoss(nn.Module):
@@ -32,17 +52,6 @@ class LongTailLoss(nn.Module):
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
         labelled = labels != UNLABELED
-        count = labelled.sum().clamp(min=1)
         if not labelled.any():
             return logits.sum() * 0.0  # keeps every parameter in the graph for DDP
-        logits, labels = logits[labelled], labels[labelled]
-        if self.kind == "logit_adjusted":
-            logits = logits + self.log_prior_scaled
-        if self.kind == "focal":
-            log_p = F.log_softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)
-            return -(((1 - log_p.exp()) ** self.gamma) * log_p).sum() / count
-        weight = self.class_weights if self.kind == "class_balanced" else None
-        per_row = F.cross_entropy(logits, labels, weight=weight, reduction="none")
-        if weight is not None:  # weighted mean, as F.cross_entropy(reduction="mean") would do
-            return per_row.sum() / weight[labels].sum().clamp(min=1e-9)
-        return per_row.sum() / count
+        return LOSSES[self.kind](self, logits[labelled], labels[labelled])

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import torch
 
 from resmm.baselines.reference import BagOfTokens, decode_split, late_fusion, train_reference
-from resmm.contract import class_order
+from resmm.sources.contract import class_order
 from resmm.config import load_config
 from resmm.data.batch import PreprocessSpec
 from resmm.data.split import is_validation
@@ -45,7 +45,7 @@ def test_rows_resmm_quarantines_are_left_out(tmp_path):
 
 
 def test_class_order_is_numeric_for_integer_labels_else_alphabetical():
-    """The reference and the pipeline share resmm.contract's class order; these are the orders it gives."""
+    """The reference and the pipeline share resmm.sources.contract's class order; these are the orders it gives."""
     expected = {("10", "2", "1"): ["1", "2", "10"], ("b", "a", "10"): ["10", "a", "b"], ("-1", "3"): ["-1", "3"]}
     for names, order in expected.items():
         assert class_order(names) == order

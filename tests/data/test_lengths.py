@@ -10,7 +10,7 @@ from resmm.data.lengths import (
     AUDIO_SECONDS_FALLBACK, TEXT_TOKENS_FALLBACK, audio_durations, choose_audio_seconds, choose_text_tokens,
     resolve_lengths, text_token_counts,
 )
-from resmm.shards import list_parquet_files
+from resmm.sources.shards import list_parquet_files
 from tests.conftest import audio_bytes, contract_table
 
 

@@ -4,7 +4,7 @@ import pytest
 from scipy.signal import resample_poly
 
 from resmm.config import load_config
-from resmm.data.audio import decode_audios, decode_waveform, log_mel, mel_filterbank, resampling_filter
+from resmm.data.audio import decode_audios, log_mel, mel_filterbank, read_waveform, resampling_filter
 from resmm.data.batch import UNLABELED, BatchPreprocessor, PreprocessSpec, label_name
 from resmm.data.image import decode_images
 from resmm.data.text import tokenize, tokenize_texts
@@ -52,11 +52,11 @@ def test_undecodable_bytes_become_a_missing_modality():
 
 
 def test_audio_of_any_rate_and_channels_is_mono_at_the_target_rate():
-    stereo_44k = decode_waveform(audio_bytes(0.5, 44100, channels=2), 8000, 1.0)
-    mono_8k = decode_waveform(audio_bytes(0.5, 8000, fmt="FLAC"), 8000, 1.0)
+    stereo_44k = read_waveform(audio_bytes(0.5, 44100, channels=2), 8000, 1.0)[0]
+    mono_8k = read_waveform(audio_bytes(0.5, 8000, fmt="FLAC"), 8000, 1.0)[0]
     assert stereo_44k.ndim == 1 and abs(stereo_44k.size - 4000) <= 1
     assert mono_8k.size == 4000
-    long_clip = decode_waveform(audio_bytes(3.0, 16000), 8000, 1.0)
+    long_clip = read_waveform(audio_bytes(3.0, 16000), 8000, 1.0)[0]
     assert long_clip.size == 8000  # cut to audio_max_seconds
 
 

@@ -3,7 +3,7 @@ import torch
 
 from resmm.config import load_config
 from resmm.train.driver import configure_execution, ingest_options
-from resmm.train.loop import fed_batches
+from resmm.data.feed import fed_batches
 
 
 class CountingShard:

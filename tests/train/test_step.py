@@ -5,7 +5,9 @@ from resmm.config import load_config
 from resmm.data.batch import PreprocessSpec
 from resmm.models.builders import build_model
 from resmm.train.loop import Precision, train_step
-from tests.models.test_models import make_batch
+from resmm.train.losses import LongTailLoss
+from resmm.train.objectives import total_loss
+from tests.conftest import make_batch
 
 
 def tiny_model():
@@ -27,6 +29,11 @@ def test_autocast_step_trains_on_cpu_with_bf16():
     precision = Precision(enabled=True, dtype=torch.bfloat16, device_type="cpu")
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     scaler = precision.grad_scaler()
-    losses = [train_step(model, batch, optimizer, scaler, precision)[0].item() for _ in range(15)]
+    fused_loss = LongTailLoss("ce", [1] * len(spec.classes))
+
+    def objective(output, batch):
+        return total_loss(output, batch, fused_loss, aux_weight=0.3, retrieval_weight=0.0)
+
+    losses = [train_step(model, batch, optimizer, scaler, precision, objective)[0].item() for _ in range(15)]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.6 * losses[0]

@@ -20,7 +20,6 @@ NULL_SAMPLE_ID = "null_sample_id"
 DUPLICATE_SAMPLE_ID = "duplicate_sample_id"
 NULL_LABEL = "null_label"
 UNKNOWN_LABEL = "unknown_label"
-ROW_FAULTS = (NULL_SAMPLE_ID, DUPLICATE_SAMPLE_ID, NULL_LABEL, UNKNOWN_LABEL)
 
 
 def row_faults(sample_ids: list, labels: list, classes: set | None, null_label_is_fault: bool) -> list:

@@ -1,0 +1,80 @@
+"""The Ray runtime every entrypoint shares: connecting to a cluster (or a local instance) and the one place that
+configures this process's global Ray Data `DataContext`."""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import ray
+
+from resmm import console
+from resmm.config import Config
+from resmm.console import say
+from resmm.train.driver import configure_execution
+
+# Blocks of 8 MiB instead of Ray's 128 MiB: encoded media decode to several times their size, and a read+decode
+# task's first output (which an epoch's first batch waits for) comes after one block (benchmarks/results/).
+BLOCK_BYTES = 8 * 2**20
+
+
+def connect_ray() -> None:
+    """RAY_ADDRESS (set by `ray job submit` too) if given; otherwise a fresh local Ray instance.
+
+    A local instance gets `resmm` and `pipelines` as py_modules, so workers import the very code the driver
+    runs, installed or not. Under `ray job submit` the job's own runtime_env (working_dir) provides them.
+    The frameworks' INFO logs and the workers' output stay in Ray's log directory unless RESMM_LOG_LEVEL=INFO.
+    """
+    configure_data_context()
+    if ray.is_initialized():
+        return
+    options = {"log_to_driver": console.verbose(), "logging_level": console.framework_log_level()}
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        context = ray.init(address=address, **options)
+    else:
+        import pipelines
+        import resmm
+
+        use_local_token()
+        modules = [str(Path(m.__file__).parent) for m in (resmm, pipelines)]
+        context = ray.init(address="local", runtime_env={"py_modules": modules}, **options)
+    console.quiet_frameworks()
+    if not console.verbose():
+        say(f"[resmm] Ray's logs: {context.address_info['session_dir']}/logs "
+            f"(set {console.LOG_LEVEL_ENV}=INFO to see them here)")
+
+
+def configure_data_context(cfg: Config | None = None) -> None:
+    """Set this process's Ray Data context; it travels with every dataset the process builds, the Train
+    workers' ingest included. Without `cfg`, only the settings that hold for every run.
+
+    Progress bars are off because resmm draws one bar per stage (validation, each epoch, robustness); Ray
+    Data's own, on a non-interactive stdout, become blocks of log lines every few seconds that repeat them.
+    """
+    from ray.util.debug import log_once
+
+    context = ray.data.DataContext.get_current()
+    context.target_max_block_size = BLOCK_BYTES
+    context.enable_progress_bars = False
+    log_once("ray_data_progress_manager_disabled")  # Ray's notice that its bars are off: this is why
+    if cfg is not None:
+        configure_execution(context.execution_options, cfg)
+
+
+def use_local_token() -> None:
+    """Token authentication for a local instance, as on every Ray cluster. Without a token of the user's own
+    (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token), the instance gets a fresh one that lives in this
+    process's environment only, so a local run writes nothing to ~/.ray. RAY_AUTH_MODE=disabled is respected."""
+    if os.environ.get("RAY_AUTH_MODE", "token") != "token":
+        return
+    has_token = (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                 or (Path.home() / ".ray" / "auth_token").exists())
+    if not has_token:
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        # Ray's own switch: sets RAY_AUTH_MODE and reloads the config Ray read at import. Choosing the mode
+        # explicitly is also what keeps Ray from warning that it turned token authentication on by default.
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+        _enable_token_auth()

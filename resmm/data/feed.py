@@ -1,0 +1,66 @@
+"""What the training worker feeds the model each epoch: the streamed rows resampled per class (Poisson copies),
+then augmented, then ModDrop; every draw comes from the epoch's generator, so a rerun feeds the same batches."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from resmm.data.augment import augment_batch
+from resmm.data.resample import resample_rows, sampling_rates, target_shares
+
+
+def epoch_rates(data_cfg, classes, class_counts: list[int], rows: int, epoch: int,
+                epochs: int) -> tuple[torch.Tensor | None, float]:
+    """Per-class expected copies for this epoch (None: feed every row once), and the unlabeled rows' rate."""
+    epoch_rows = data_cfg.epoch_rows or rows
+    if data_cfg.resample == "none" and data_cfg.class_weights is None and epoch_rows == rows:
+        return None, 1.0
+    weights = None
+    if data_cfg.class_weights is not None:
+        weights = [data_cfg.class_weights.get(c, 0.0) for c in classes]
+    shares = target_shares(data_cfg.resample, np.asarray(class_counts), epoch, epochs, weights)
+    labelled_rows = max(1, sum(class_counts))
+    rates = sampling_rates(shares, np.asarray(class_counts), int(epoch_rows * labelled_rows / max(rows, 1)))
+    return torch.tensor(rates, dtype=torch.float32), epoch_rows / max(rows, 1)
+
+
+def fed_batches(shard, batch_size: int, device, rates: torch.Tensor | None, unlabeled_rate: float,
+                generator: torch.Generator, shuffle_seed: int, prefetch_batches: int = 1):
+    """One pass over the worker's shard as fixed-size batches; with `rates`, each streamed row is fed
+    k ~ Poisson(rate[label]) times (see resmm.data.resample). Rows stream: at most one batch is buffered."""
+    batches = shard.iter_torch_batches(
+        batch_size=batch_size, drop_last=rates is None, device=device, local_shuffle_buffer_size=4 * batch_size,
+        local_shuffle_seed=shuffle_seed, prefetch_batches=prefetch_batches,
+    )
+    if rates is None:
+        yield from batches
+        return
+    pending: dict | None = None
+    for batch in batches:
+        index = resample_rows(batch["label"].cpu(), rates, unlabeled_rate, generator).to(batch["label"].device)
+        chunk = {k: v[index] for k, v in batch.items()}
+        pending = chunk if pending is None else {k: torch.cat([pending[k], chunk[k]]) for k in chunk}
+        while len(pending["label"]) >= batch_size:
+            yield {k: v[:batch_size] for k, v in pending.items()}
+            pending = {k: v[batch_size:] for k, v in pending.items()}
+
+
+def transform_fed_batch(batch: dict, modalities, augment: bool, modality_dropout: float,
+                        generator: torch.Generator) -> dict:
+    """Augmentation (when on), then ModDrop, on one fed batch."""
+    if augment:
+        batch = augment_batch(batch, modalities, generator)
+    return drop_modalities(batch, modalities, modality_dropout, generator)
+
+
+def drop_modalities(batch: dict, modalities, probability: float, generator: torch.Generator) -> dict:
+    """ModDrop (Neverova et al. 2016): hide each present modality w.p. `probability`, never all of a row's."""
+    if probability <= 0 or len(modalities) < 2:
+        return batch
+    present = torch.stack([batch[f"{m}_present"].cpu() > 0.5 for m in modalities], 1)  # (B, M)
+    drop = (torch.rand(present.shape, generator=generator) < probability) & present
+    drop &= (present & ~drop).any(1, keepdim=True)  # a row that would lose everything keeps all
+    out = dict(batch)
+    for i, m in enumerate(modalities):
+        out[f"{m}_present"] = batch[f"{m}_present"] * (~drop[:, i]).to(batch[f"{m}_present"])
+    return out

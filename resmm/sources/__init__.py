@@ -1,0 +1,1 @@
+"""Source data: the Parquet contract, shard listing and footers, fingerprints, quarantine and the data profile."""
