@@ -151,6 +151,7 @@ class PreparedData:
     spec: PreprocessSpec
     datasets: dict  # "train" and "val" Ray datasets, streaming
     fingerprint: dict
+    lineage: dict  # data path, fingerprint, git commit, config hash: run tags and registered-version tags
 
     @property
     def profile(self):
@@ -162,9 +163,6 @@ class PreparedData:
             return self.checks["val"].train_profile.rows
         return self.checks["train"].val_profile.rows
 
-    def lineage(self) -> dict:
-        return {"resmm.data_path": self.url, "resmm.data_fingerprint": self.fingerprint["digest"],
-                "resmm.git_commit": git_commit(), "resmm.config_hash": self.cfg.digest()}
 
 
 @dataclass
@@ -207,8 +205,11 @@ def prepare_data(cfg: Config, progress=say, train_source: Source | None = None) 
     progress(f"[resmm] recipe: train.loss={recipe.loss}, data.resample={recipe.resample} ({recipe.reason})")
     progress(f"[resmm] budget: {Budget.from_config(cfg.train).describe()}")
     spec = PreprocessSpec.from_config(cfg.data, modalities, classes)
+    fingerprint = data_fingerprint(train_source.shards)
+    lineage = {"resmm.data_path": data_url, "resmm.data_fingerprint": fingerprint["digest"],
+               "resmm.git_commit": git_commit(), "resmm.config_hash": cfg.digest()}
     return PreparedData(cfg, data_url, train_source, checks, lengths, classes, class_counts, recipe, spec,
-                        split_datasets(cfg, spec, checks), data_fingerprint(train_source.shards))
+                        split_datasets(cfg, spec, checks), fingerprint, lineage)
 
 
 def split_datasets(cfg: Config, spec: PreprocessSpec, checks: dict[str, Validation]) -> dict:
@@ -284,7 +285,7 @@ def register(run: TrackedRun, data: PreparedData, trained: Trained) -> tuple[str
     model_uri, version = registry.log_and_register(
         tracking_uri=run.tracking_uri, run_id=run.run_id, registered_model=cfg.mlflow.registered_model,
         model_state=trained.model_state, bundle=bundle,
-        tags={**data.lineage(), "resmm.mlflow_run_id": run.run_id, "resmm.best_epoch": trained.best["epoch"]},
+        tags={**data.lineage, "resmm.mlflow_run_id": run.run_id, "resmm.best_epoch": trained.best["epoch"]},
     )
     best = trained.best
     headline = {k: best[k] for k in ("val_accuracy", "val_balanced_accuracy", "val_macro_f1") if k in best}
@@ -306,7 +307,7 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
     data = prepare_data(cfg, progress, train_source)
     params = {**data.cfg.flat(), **data.recipe.as_params(), **{f"auto.{c.key}": c.reason for c in data.lengths}}
     with runs.tracked_run(tracking_uri, cfg.mlflow.experiment, cfg.train.run_name, params,
-                          data.lineage()) as run:
+                          data.lineage) as run:
         progress(f"[resmm] MLflow run {run.run_id} at {tracking_uri}; Ray Train run '{run.run_name}'")
         quarantine = record_inputs(run, data, progress)
         trained = train(run, data, initial_weights, progress)

@@ -151,9 +151,9 @@ class WorkerState:
     plateau: torch.optim.lr_scheduler.ReduceLROnPlateau
     start_epoch: int
     warmup_steps: int  # linear warm-up over the first epoch when training until converged
+    fed_counts: torch.Tensor  # rows fed per class in the last epoch, all workers (zeros before the first)
     rows_seen: float = 0.0
     train_seconds: float = 0.0
-    fed_counts: torch.Tensor | None = None  # rows fed per class in the last epoch, all workers
     stop_reason: str | None = None
     started: float = field(default_factory=time.perf_counter)
     reporter: EpochReporter | None = None  # the current epoch's progress line (rank 0 draws it)
@@ -205,6 +205,7 @@ def setup(loop_config: dict, context) -> WorkerState:
         LongTailLoss(cfg.train.loss, loop_config["class_counts"], tau=cfg.train.logit_adjust_tau).to(device),
         budget, plateau, start_epoch=0,
         warmup_steps=max(1, expected_rows // (cfg.train.worker_batch_rows() * world)) if budget.until_converged else 0,
+        fed_counts=torch.zeros(len(spec.classes), dtype=torch.float64),
     )
     if restored:
         restore(state, restored)
@@ -249,12 +250,8 @@ def train_on_worker(loop_config: dict, context) -> dict:
         "start_epoch": state.start_epoch,
         "epochs_run": epoch + 1 if state.start_epoch < state.budget.epoch_cap else state.start_epoch,
         "stop_reason": state.stop_reason or "resumed after the last epoch",
-        "fed_class_counts": {c: int(n) for c, n in zip(state.spec.classes, fed_list(state))},
+        "fed_class_counts": {c: int(n) for c, n in zip(state.spec.classes, state.fed_counts.tolist())},
     }
-
-
-def fed_list(state: WorkerState) -> list:
-    return state.fed_counts.tolist() if state.fed_counts is not None else [0] * len(state.spec.classes)
 
 
 def train_one_epoch(state: WorkerState, epoch: int, shard) -> dict:
