@@ -30,6 +30,9 @@ from resmm.baselines import reference  # noqa: E402
 from resmm.config import load_config  # noqa: E402
 from resmm.data.batch import PreprocessSpec  # noqa: E402
 from resmm.datasets import demo, stamps  # noqa: E402
+from resmm.modalities.audio import AUDIO  # noqa: E402
+from resmm.modalities.image import IMAGE  # noqa: E402
+from resmm.modalities.text import TEXT  # noqa: E402
 from resmm.models import builders, encoders  # noqa: E402
 
 
@@ -47,13 +50,13 @@ class EncoderClassifier(nn.Module):
 
 def variants(spec: PreprocessSpec, modality: str, k: int, d: int = 128) -> dict:
     def resnet(c, widths, norm="batch", downsample="stride"):
-        return encoders.ResNet2d(c, widths, 1, d, builders.NORMS[norm], downsample=downsample)
+        return encoders.ResNet2d(c, widths, 1, d, encoders.NORMS[norm], downsample=downsample)
 
     if modality == "image":
-        c = spec.image_channels
+        c = spec.settings["image"].channels
         return {
             "reference": lambda: reference.build_reference_model("image", spec),
-            "resmm": lambda: EncoderClassifier(builders.image_resnet(c, d), d, k),  # today's builder
+            "resmm": lambda: EncoderClassifier(IMAGE.build_encoder(spec.settings["image"], d), d, k),  # today's builder
             "stride": lambda: EncoderClassifier(resnet(c, (16, 32, 64)), d, k),  # the builder before maxpool
             "stride_group": lambda: EncoderClassifier(resnet(c, (16, 32, 64), "group"), d, k),
             "stride_wide": lambda: EncoderClassifier(resnet(c, (32, 64, 128)), d, k),
@@ -63,13 +66,13 @@ def variants(spec: PreprocessSpec, modality: str, k: int, d: int = 128) -> dict:
     if modality == "audio":
         return {
             "reference": lambda: reference.build_reference_model("audio", spec),
-            "resmm": lambda: EncoderClassifier(builders.audio_resnet(d), d, k),
+            "resmm": lambda: EncoderClassifier(AUDIO.build_encoder(spec.settings["audio"], d), d, k),
             "maxpool": lambda: EncoderClassifier(encoders.AudioResNet(resnet(1, (16, 32, 64), downsample="maxpool")),
                                                  d, k),
         }
     return {
         "reference": lambda: reference.build_reference_model("text", spec),
-        "resmm": lambda: EncoderClassifier(builders.text_resconv(spec.text_vocab_buckets, d), d, k),
+        "resmm": lambda: EncoderClassifier(TEXT.build_encoder(spec.settings["text"], d), d, k),
     }
 
 
@@ -100,8 +103,8 @@ def main() -> int:
     m, k = args.modality, len(classes)
     rows = np.flatnonzero(train[f"{m}_present"] > 0)
     val_rows = np.flatnonzero(val[f"{m}_present"] > 0)
-    x_train, y_train = reference.as_tensor(train[m][rows], m), train["label"][rows]
-    x_val, y_val = reference.as_tensor(val[m][val_rows], m), val["label"][val_rows]
+    x_train, y_train = reference.as_tensor(train[m][rows]), train["label"][rows]
+    x_val, y_val = reference.as_tensor(val[m][val_rows]), val["label"][val_rows]
     table = variants(spec, m, k)
     chosen = args.variants.split(",") if args.variants else list(table)
     results = {}

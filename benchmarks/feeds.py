@@ -20,9 +20,11 @@ BATCH_ROWS = 256
 def default_spec(classes):
     from resmm.data.batch import PreprocessSpec
 
-    return PreprocessSpec(modalities=("image", "text", "audio"), classes=tuple(classes), image_size_px=32,
-                          image_channels=3, text_max_tokens=48, text_vocab_buckets=8192, audio_sample_rate_hz=8000,
-                          audio_max_seconds=1.0, audio_n_mels=32)
+    from resmm.config import DataConfig
+
+    # The demo's lengths, fixed so that every feed decodes the same arrays (`auto` would sample the shards).
+    data = DataConfig(text={"max_tokens": 48}, audio={"max_seconds": 1.0})
+    return PreprocessSpec.from_config(data, ("image", "text", "audio"), classes)
 
 
 def feed_resmm(files: list[str], classes: list[str], class_counts: list[int],

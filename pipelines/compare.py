@@ -9,8 +9,9 @@ from pathlib import Path
 import yaml
 
 from pipelines.training import run_training
-from resmm.baselines.reference import EPOCHS, MODEL_NAMES, train_reference
+from resmm.baselines.reference import EPOCHS, REFERENCE_MODELS, train_reference
 from resmm.config import ConfigError, load_config
+from resmm.modalities import MODALITIES
 from resmm.train.robustness import mean_pattern_accuracy
 
 
@@ -57,7 +58,7 @@ def run_reference(base_config: str | None, base_overrides: list[str], epochs: in
     progress(f"[compare] reference: one model per modality, {epochs} epochs each, late fusion")
     result = train_reference(cfg, epochs=epochs, progress=progress)
     rows = [
-        reference_row(f"reference: {MODEL_NAMES[m]}", m, "-", scores, scores["train_time_s"], cfg,
+        reference_row(f"reference: {REFERENCE_MODELS[m][0]}", m, "-", scores, scores["train_time_s"], cfg,
                       all_rows=scores["all_rows"], train_rows=scores["train_rows"])
         for m, scores in result["unimodal"].items()
     ]
@@ -102,11 +103,11 @@ def _number(value) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     header = ("| setting | modalities | fusion | balanced acc | macro-F1 | accuracy | robustness (mean over "
-              "patterns) | acc, 50% of one modality missing (img / txt / aud) | wall s |")
+              "patterns) | acc, 50% of one modality missing (" + " / ".join(MODALITIES) + ") | wall s |")
     lines = [header, "|" + "---|" * 9]
     for row in rows:
         half = (row["robustness"] or {}).get("missing_rate", {})
-        missing = " / ".join(f"{half[m]['0.5']:.3f}" if m in half else "-" for m in ("image", "text", "audio"))
+        missing = " / ".join(f"{half[m]['0.5']:.3f}" if m in half else "-" for m in MODALITIES)
         lines.append(
             f"| {row['name']} | {row['modalities']} | {row['fusion']} | {_number(row['val_balanced_accuracy'])} | "
             f"{_number(row['val_macro_f1'])} | {_number(row['val_accuracy'])} | "

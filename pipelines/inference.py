@@ -10,13 +10,14 @@ import pandas as pd
 
 
 from pipelines.ingest import Source, read_source
-from pipelines.model_actors import MODALITY_COLUMNS, PatternEvaluator, PyfuncPredictor
+from pipelines.model_actors import PatternEvaluator, PyfuncPredictor
+from resmm.modalities import MODALITIES
 from resmm.train.metrics import classification_metrics
 
 
 def predict_source(source: Source, model_uri: str, tracking_uri: str, *, concurrency: int, batch_rows: int):
     """Lazy Dataset of predictions, one output row per input row."""
-    return read_source(source, ["sample_id", *MODALITY_COLUMNS]).map_batches(
+    return read_source(source, ["sample_id", *MODALITIES]).map_batches(
         PyfuncPredictor,
         fn_constructor_kwargs={"model_uri": model_uri, "tracking_uri": tracking_uri},
         batch_format="pandas",
@@ -31,7 +32,7 @@ def evaluate_model(
 ) -> dict:
     """Balanced accuracy, accuracy and robustness (accuracy per presence pattern and their mean) of a registered
     model on labelled rows: a separate eval location (validation=None) or one side of the hash split."""
-    predictions = read_source(source, ["sample_id", "label", *MODALITY_COLUMNS]).map_batches(
+    predictions = read_source(source, ["sample_id", "label", *MODALITIES]).map_batches(
         PatternEvaluator,
         fn_constructor_kwargs={"model_uri": model_uri, "tracking_uri": tracking_uri, "validation": validation,
                                "val_fraction": val_fraction},

@@ -9,8 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-MODALITY_COLUMNS = ("image", "text", "audio")
-
 
 def _load(model_uri: str, tracking_uri: str):
     import mlflow.pyfunc
@@ -22,7 +20,7 @@ def _load(model_uri: str, tracking_uri: str):
 def contract_frame(batch: pd.DataFrame) -> pd.DataFrame:
     """The model's input columns as plain Python objects (bytes, str, None): Ray Data's pandas batches carry
     Arrow-backed dtypes (binary[pyarrow]) that MLflow's schema enforcement cannot convert."""
-    columns = [c for c in ("sample_id", *MODALITY_COLUMNS) if c in batch.columns]
+    columns = [c for c in batch.columns if c != "label"]  # what the driver read: sample_id and the modalities
     return pd.DataFrame(
         {c: pd.Series([None if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else v
                        for v in batch[c].tolist()], dtype=object) for c in columns}

@@ -2,7 +2,6 @@
 record_inputs → train (Ray Train DDP) → evaluate → register, all inside one tracked MLflow run."""
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 import subprocess
@@ -17,7 +16,8 @@ from pipelines.validation import Rules, Validation, validate_source, write_quara
 from resmm.config import Config
 from resmm.sources.contract import resolve_classes
 from resmm.data.batch import PreprocessSpec
-from resmm.data.lengths import LengthChoice, resolve_lengths
+from resmm.data.lengths import LengthChoice
+from resmm.modalities import resolve_lengths
 from resmm.datasets import demo
 from resmm.sources.fingerprint import data_fingerprint
 from resmm.models.builders import build_model
@@ -280,7 +280,7 @@ def evaluate(run: TrackedRun, data: PreparedData, trained: Trained, progress) ->
 def register(run: TrackedRun, data: PreparedData, trained: Trained) -> tuple[str, str, dict]:
     """Log the pyfunc model and register it; returns (model URI, version, the headline metrics)."""
     cfg = data.cfg
-    bundle = {"model": cfg.model.model_dump(mode="json"), "spec": dataclasses.asdict(data.spec),
+    bundle = {"model": cfg.model.model_dump(mode="json"), "spec": data.spec.to_dict(),
               "impute": cfg.data.impute}
     model_uri, version = registry.log_and_register(
         tracking_uri=run.tracking_uri, run_id=run.run_id, registered_model=cfg.mlflow.registered_model,

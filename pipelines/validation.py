@@ -6,7 +6,6 @@ clean training rows. Quarantined rows are then streamed once more, alone, into a
 """
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -38,13 +37,13 @@ class Rules:
     val_fraction: float | None  # hash-split the rows into train/val sides (None: one side)
 
 
-def inspect_batch(table: pa.Table, *, spec: dict, rules: Rules) -> pa.Table:
+def inspect_batch(table: pa.Table, *, spec: PreprocessSpec, rules: Rules) -> pa.Table:
     """map_batches stage: one verdict row per input row (ids hashed, bytes dropped).
 
     Columns: row_hash, path, id_hash, is_val, label, pattern (bit i = modality i present after decoding),
     reason (row fault or null), events (comma-joined modality faults and limits, or null).
     """
-    preprocessor = BatchPreprocessor(PreprocessSpec(**spec))
+    preprocessor = BatchPreprocessor(spec)
     rows = table.num_rows
     sample_ids = column_cells(table.column("sample_id"), rows)
     names = table.column_names
@@ -173,7 +172,7 @@ def unreadable_files(source: Source, columns: list[str]) -> list[dict]:
     return [{"path": r["url"], "reason": r["reason"]} for r in probes.take_all() if r["reason"]]
 
 
-def inspect_block(table: pa.Table, *, spec: dict, rules: Rules, batch_rows: int):
+def inspect_block(table: pa.Table, *, spec: PreprocessSpec, rules: Rules, batch_rows: int):
     """map_batches stage over whole read blocks (see pipelines.ingest.row_parts): inspect `batch_rows` rows at a
     time, so the inspection fuses with the read."""
     for part in row_parts(table, batch_rows):
@@ -184,7 +183,7 @@ def _inspect(source: Source, spec: PreprocessSpec, rules: Rules, batch_rows: int
     columns = ["sample_id", "label", *spec.modalities]
     inspected = read_source(source, columns, row_hashes=True, paths=True).map_batches(
         inspect_block, batch_format="pyarrow", batch_size=None,
-        fn_kwargs={"spec": dataclasses.asdict(spec), "rules": rules, "batch_rows": batch_rows},
+        fn_kwargs={"spec": spec, "rules": rules, "batch_rows": batch_rows},
     )
     verdicts = _Verdicts(spec.modalities)
     with progress_bar(source.num_rows, f"validate {name}") as bar:

@@ -4,17 +4,20 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from resmm.data.resample import RESAMPLERS
-from resmm.models.builders import FUSIONS, NORMS
+from resmm.modalities import MODALITIES as MODALITY_RECORDS
+from resmm.models.builders import FUSIONS
+from resmm.models.encoders import NORMS
 from resmm.models.imputation import IMPUTERS
 from resmm.train.losses import LOSSES
 
-MODALITIES = ("image", "text", "audio")
+MODALITIES = tuple(MODALITY_RECORDS)
+ModalityName = Literal[MODALITIES]
 # Each family's names come from its registry, so a new fusion, imputer, loss or resampler is one dict entry.
 FusionName = Literal[tuple(FUSIONS)]
 NormName = Literal[tuple(NORMS)]
@@ -32,25 +35,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DataConfig(_Section):
+class _DataSection(_Section):
+    """`data.*` without the per-modality sections, which DataConfig adds from the modality registry."""
+
     path: str | None = None  # directory, glob or fsspec URL of Parquet shards; None = built-in demo dataset
     val_path: str | None = None  # separate evaluation shards; None = hash split of `path` by sample_id
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     classes: list[str] | None = None  # class vocabulary; None = derived from the training labels
-    image_size_px: int = Field(32, ge=8, le=512)
-    image_channels: Literal[1, 3] = 3
-    # auto: the 95th percentile of a sample of the training shards, within bounds (resmm/data/lengths.py).
-    text_max_tokens: Annotated[int, Field(ge=4, le=4096)] | Literal["auto"] = "auto"
-    text_vocab_buckets: int = Field(8192, ge=64)  # hashing-trick vocabulary: robust to typos and new words
-    audio_sample_rate_hz: int = Field(8000, ge=1000, le=96000)
-    audio_max_seconds: Annotated[float, Field(gt=0.0, le=60.0)] | Literal["auto"] = "auto"
-    audio_n_mels: int = Field(32, ge=8, le=256)
     preprocess_batch_rows: int = Field(256, ge=1)  # rows per decode call inside a read+decode task
-    # Limits on untrusted input (counted in the summary when they trigger): an image above image_max_pixels
-    # is treated as missing without decoding its pixels; audio is cut at audio_max_seconds; text at
-    # text_max_chars characters.
-    image_max_pixels: int = Field(25_000_000, ge=64)
-    text_max_chars: int = Field(20_000, ge=1)
     # Rows with a null label in a labelled split: quarantined (a fault), or kept as unlabeled rows that feed
     # only the unsupervised objectives (retrieval, generative imputation).
     unlabeled_rows: Literal["quarantine", "keep"] = "quarantine"
@@ -68,6 +60,22 @@ class DataConfig(_Section):
     object_store_budget_mb: int | None = Field(None, ge=64)
     # Ray node labels for Ray Data's tasks (e.g. {resmm.io/role: data} for a CPU worker group).
     label_selector: dict[str, str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_flat_modality_keys(cls, values: Any) -> Any:
+        """Reads the keys of resmm before per-modality sections: `data.image_size_px` -> `data.image.size_px`."""
+        if not isinstance(values, dict):
+            return values
+        values = dict(values)
+        for key in [k for k in values if "_" in k]:
+            modality, _, field = key.partition("_")
+            if modality in MODALITY_RECORDS and field in MODALITY_RECORDS[modality].settings.model_fields:
+                section = values.get(modality) or {}
+                section = section.model_dump() if isinstance(section, BaseModel) else dict(section)
+                section.setdefault(field, values.pop(key))
+                values[modality] = section
+        return values
 
     @field_validator("class_weights")
     @classmethod
@@ -89,8 +97,16 @@ class DataConfig(_Section):
         return value
 
 
+
+# data.<modality>: each modality's own settings section (ImageCfg, TextCfg, ...), one per registered modality.
+DataConfig = create_model(
+    "DataConfig", __base__=_DataSection,
+    **{name: (record.settings, Field(default_factory=record.settings)) for name, record in MODALITY_RECORDS.items()},
+)
+
+
 class ModelConfig(_Section):
-    modalities: list[Literal["image", "text", "audio"]] = Field(default_factory=lambda: list(MODALITIES))
+    modalities: list[ModalityName] = Field(default_factory=lambda: list(MODALITIES))
     fusion: FusionName = "mrn"
     embed_dim: int = Field(96, ge=8, le=4096)
     fusion_depth: int = Field(2, ge=1, le=16)  # residual fusion layers (MRN's L)
@@ -245,10 +261,15 @@ def _explain(error: ValidationError) -> str:
 
 
 def _allowed_keys(section: str | None) -> list[str]:
-    sections = {name: field.annotation for name, field in Config.model_fields.items()}
-    if section in sections:
-        return [f"{section}.{k}" for k in sections[section].model_fields]  # type: ignore[union-attr]
-    return list(sections)
+    """The keys of a dotted section (`data`, `data.image`), or the top-level sections if it names none."""
+    model: type[BaseModel] = Config
+    for part in (section or "").split(".") if section else []:
+        field = model.model_fields.get(part)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return list(Config.model_fields)
+        model = field.annotation
+    prefix = f"{section}." if section else ""
+    return [f"{prefix}{k}" for k in model.model_fields]
 
 
 def load_config(yaml_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

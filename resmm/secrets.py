@@ -11,7 +11,7 @@ MASK = "***"
 # Environment variables (and config keys) whose values are credentials: AWS_SECRET_ACCESS_KEY,
 # AWS_SESSION_TOKEN, AZURE_STORAGE_KEY, GOOGLE_APPLICATION_CREDENTIALS, RAY_AUTH_TOKEN,
 # MLFLOW_TRACKING_PASSWORD, ... but not AWS_DEFAULT_REGION or AWS_ENDPOINT_URL.
-# TOKENS (plural) counts text tokens (data.text_max_tokens): a setting, not a credential.
+# TOKENS (plural) counts text tokens (data.text.max_tokens): a setting, not a credential.
 _SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN(?!S)|CREDENTIAL|PRIVATE|ACCESS_KEY|API_KEY|_KEY$|^KEY$",
                           re.IGNORECASE)
 # Settings, not secrets, even when the name mentions one: RAY_AUTH_MODE=token must not mask the word "token".

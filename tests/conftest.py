@@ -111,7 +111,8 @@ def make_batch(spec, rows=4, seed=0):
 
     g = torch.Generator().manual_seed(seed)
     batch = {m: torch.randn(rows, *spec.input_shape(m), generator=g) for m in ("image", "audio")}
-    batch["text"] = torch.randint(1, spec.text_vocab_buckets, (rows, spec.text_max_tokens), generator=g)
+    text_shape = (rows, *spec.input_shape("text"))
+    batch["text"] = torch.randint(1, spec.settings["text"].vocab_buckets, text_shape, generator=g)
     for m in ("image", "text", "audio"):
         batch[f"{m}_present"] = torch.ones(rows)
     batch["label"] = torch.arange(rows) % 5

@@ -34,7 +34,8 @@ def test_models_stay_plain_pytorch():
 
 def test_models_and_data_transforms_never_import_ray():
     """Models and per-batch transforms run anywhere (a notebook, a pyfunc server, another loader)."""
-    offenders = {f for package in ("resmm/models", "resmm/data") for f, r in imported_roots(package).items()
+    offenders = {f for package in ("resmm/models", "resmm/data", "resmm/modalities")
+                 for f, r in imported_roots(package).items()
                  if "ray" in r}
     assert not offenders
 

@@ -23,8 +23,8 @@ def test_credential_variables_are_secret_and_ordinary_ones_are_not():
 
 
 def test_a_token_count_is_a_setting_not_a_credential():
-    assert redact({"data.text_max_tokens": 72, "mlflow.tracking_token": "t0p-s3cret"}) == {
-        "data.text_max_tokens": 72, "mlflow.tracking_token": "***"}
+    assert redact({"data.text.max_tokens": 72, "mlflow.tracking_token": "t0p-s3cret"}) == {
+        "data.text.max_tokens": 72, "mlflow.tracking_token": "***"}
 
 
 def test_redact_masks_values_keys_and_url_passwords(monkeypatch):

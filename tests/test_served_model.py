@@ -3,7 +3,6 @@ base64, raw or broken media scored row by row."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import importlib.metadata
 from pathlib import Path
 
@@ -36,7 +35,7 @@ def registered(tmp_path_factory):
     network = build_model(cfg.model, spec, cfg.data.impute)
     client = mlflow.MlflowClient(uri)
     run_id = client.create_run(client.create_experiment("served", artifact_location=str(root / "artifacts"))).info.run_id
-    bundle = {"model": cfg.model.model_dump(mode="json"), "spec": dataclasses.asdict(spec), "impute": "zero"}
+    bundle = {"model": cfg.model.model_dump(mode="json"), "spec": spec.to_dict(), "impute": "zero"}
     _, version = registry.log_and_register(
         tracking_uri=uri, run_id=run_id, registered_model="served", model_state=network.state_dict(), bundle=bundle,
         tags={"resmm.config_hash": "abc"},

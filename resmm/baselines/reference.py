@@ -26,7 +26,7 @@ from torch.utils.data import BatchSampler, WeightedRandomSampler
 
 from resmm.sources.contract import check_schema, resolve_classes
 from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells, label_name
-from resmm.data.lengths import resolve_lengths
+from resmm.modalities import resolve_lengths
 from resmm.data.split import is_validation
 from resmm.datasets import demo
 from resmm.sources.shards import ShardError, list_parquet_files, read_footers
@@ -39,7 +39,6 @@ LR = 1e-3
 TEXT_EMBED_DIM = 64
 THREADS = 2  # torch threads while the reference trains (restored after), so its wall time means the same anywhere
 EVAL_BATCH_ROWS = 512
-MODEL_NAMES = {"image": "image CNN", "text": "text EmbeddingBag", "audio": "audio CNN"}
 HEADLINE = ("unimodal: validation rows where the modality is present (as resmm's val_head_<m>_*), with `all_rows` "
             "beside it (absent modality -> the training majority class); late_fusion: every validation row; "
             "pairs: validation rows where at least one of the pair is present; patterns: every validation row "
@@ -92,15 +91,17 @@ class BagOfTokens(nn.Module):
         return self.classifier(self.bag(token_ids))  # (B, T) -> (B, D) -> (B, K)
 
 
+# modality -> (name in reports, builder(settings, num_classes)): the models a user would write by hand.
+REFERENCE_MODELS = {
+    "image": ("image CNN", lambda settings, k: SmallCNN(settings.channels, k)),
+    "text": ("text EmbeddingBag", lambda settings, k: BagOfTokens(settings.vocab_buckets, k)),
+    "audio": ("audio CNN", lambda settings, k: SpectrogramCNN(k)),
+}
+
+
 def build_reference_model(modality: str, spec: PreprocessSpec) -> nn.Module:
-    num_classes = len(spec.classes)
-    if modality == "image":
-        return SmallCNN(spec.image_channels, num_classes)
-    if modality == "audio":
-        return SpectrogramCNN(num_classes)
-    if modality == "text":
-        return BagOfTokens(spec.text_vocab_buckets, num_classes)
-    raise KeyError(modality)
+    _, build = REFERENCE_MODELS[modality]
+    return build(spec.settings[modality], len(spec.classes))
 
 
 # --- data ---------------------------------------------------------------------------------------------------
@@ -207,10 +208,10 @@ def decode_split(cfg, progress: Callable = print) -> tuple[dict, dict, list[str]
 # --- training and scoring -----------------------------------------------------------------------------------
 
 
-def as_tensor(values: np.ndarray, modality: str) -> torch.Tensor:
-    if modality == "text":
-        return torch.from_numpy(np.ascontiguousarray(values, dtype=np.int64))
-    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+def as_tensor(values: np.ndarray) -> torch.Tensor:
+    """Token ids stay int64 (embedding lookups); every other decoded array is float32."""
+    dtype = np.int64 if np.issubdtype(values.dtype, np.integer) else np.float32
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=dtype))
 
 
 def fit(model: nn.Module, inputs: torch.Tensor, labels: np.ndarray, num_classes: int, epochs: int, seed: int,
@@ -296,11 +297,11 @@ def score_reference(cfg, train: dict, val: dict, classes: list[str], epochs: int
         model_started = time.perf_counter()
         torch.manual_seed(cfg.train.seed)
         model = build_reference_model(m, spec)
-        fit(model, as_tensor(train[m][rows], m), train["label"][rows], num_classes, epochs, cfg.train.seed,
+        fit(model, as_tensor(train[m][rows]), train["label"][rows], num_classes, epochs, cfg.train.seed,
             m, progress)
         log_probs[m] = np.zeros((len(y_val), num_classes), np.float32)
         if present[m].any():
-            log_probs[m][present[m]] = log_probabilities(model, as_tensor(val[m][present[m]], m))
+            log_probs[m][present[m]] = log_probabilities(model, as_tensor(val[m][present[m]]))
         alone = np.where(present[m], log_probs[m].argmax(axis=1), majority)
         unimodal[m] = {
             **scores(y_val[present[m]], alone[present[m]], num_classes),

@@ -8,11 +8,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from resmm.data.audio import decode_audios, read_waveforms, spectrogram_shape
 from resmm.data.decoded import Decoded
-from resmm.data.image import decode_images
-from resmm.data.lengths import AUDIO_SECONDS_FALLBACK, TEXT_TOKENS_FALLBACK, concrete
-from resmm.data.text import tokenize_texts
+from resmm.modalities import MODALITIES, Settings
 
 UNLABELED = -1  # label index of rows that are kept out of the supervised loss
 
@@ -37,42 +34,34 @@ class PreprocessSpec:
 
     modalities: tuple[str, ...]
     classes: tuple[str, ...]
-    image_size_px: int
-    image_channels: int
-    text_max_tokens: int
-    text_vocab_buckets: int
-    audio_sample_rate_hz: int
-    audio_max_seconds: float
-    audio_n_mels: int
-    # Input limits on untrusted bytes (defaults keep models saved before the limits existed loadable).
-    image_max_pixels: int = 25_000_000
-    text_max_chars: int = 20_000
+    # modality -> its `data.<modality>` settings with every `auto` made concrete; every registered modality has
+    # one, so a spec built for some modalities still builds a model of all of them.
+    settings: Mapping[str, Settings]
 
     @classmethod
     def from_config(cls, data_cfg, modalities: Sequence[str], classes: Sequence[str]) -> "PreprocessSpec":
-        return cls(
-            modalities=tuple(modalities),
-            classes=tuple(classes),
-            image_size_px=data_cfg.image_size_px,
-            image_channels=data_cfg.image_channels,
-            text_max_tokens=concrete(data_cfg.text_max_tokens, TEXT_TOKENS_FALLBACK),
-            text_vocab_buckets=data_cfg.text_vocab_buckets,
-            audio_sample_rate_hz=data_cfg.audio_sample_rate_hz,
-            audio_max_seconds=concrete(data_cfg.audio_max_seconds, AUDIO_SECONDS_FALLBACK),
-            audio_n_mels=data_cfg.audio_n_mels,
-            image_max_pixels=data_cfg.image_max_pixels,
-            text_max_chars=data_cfg.text_max_chars,
-        )
+        settings = {m: getattr(data_cfg, m).concrete() for m in MODALITIES if hasattr(data_cfg, m)}
+        return cls(tuple(modalities), tuple(classes), settings)
 
     def input_shape(self, modality: str) -> tuple[int, ...]:
         """Shape of one preprocessed example of a modality (what its encoder consumes)."""
-        if modality == "image":
-            return (self.image_channels, self.image_size_px, self.image_size_px)
-        if modality == "text":
-            return (self.text_max_tokens,)
-        if modality == "audio":
-            return spectrogram_shape(self.audio_sample_rate_hz, self.audio_max_seconds, self.audio_n_mels)
-        raise KeyError(modality)
+        return MODALITIES[modality].input_shape(self.settings[modality])
+
+    def to_dict(self) -> dict:
+        """JSON form, as saved in a registered model's bundle: {modalities, classes, <modality>: {settings}}."""
+        return {"modalities": list(self.modalities), "classes": list(self.classes),
+                **{m: s.model_dump() for m, s in self.settings.items()}}
+
+    @classmethod
+    def from_dict(cls, saved: Mapping[str, Any]) -> "PreprocessSpec":
+        """The inverse of to_dict; also reads the flat `image_size_px`-style keys of models saved before the
+        settings were nested (missing keys take today's defaults, as for the input limits added later)."""
+        settings = {}
+        for m, record in MODALITIES.items():
+            flat = {k.removeprefix(f"{m}_"): v for k, v in saved.items() if k.startswith(f"{m}_")}
+            if m in saved or flat or m in saved["modalities"]:
+                settings[m] = record.settings(**(saved.get(m) or flat))
+        return cls(tuple(saved["modalities"]), tuple(saved["classes"]), settings)
 
 
 class BatchPreprocessor:
@@ -88,17 +77,12 @@ class BatchPreprocessor:
         self._class_index = {name: i for i, name in enumerate(spec.classes)}
 
     def decode_column(self, modality: str, cells: list, features: bool = True) -> Decoded:
-        """Decode one modality's cells. features=False skips the work that cannot fail (the audio spectrogram),
-        for the validation pass that only needs presence and events; presence is identical either way."""
-        spec = self.spec
-        if modality == "image":
-            return decode_images(cells, spec.image_size_px, spec.image_channels, spec.image_max_pixels)
-        if modality == "text":
-            return tokenize_texts(cells, spec.text_max_tokens, spec.text_vocab_buckets, spec.text_max_chars)
-        if modality == "audio":
-            decode = decode_audios if features else _waveforms_only
-            return decode(cells, spec.audio_sample_rate_hz, spec.audio_max_seconds, spec.audio_n_mels)
-        raise KeyError(modality)
+        """Decode one modality's cells. features=False takes the modality's cheaper `check` where it has one
+        (audio: waveforms without the spectrogram that cannot fail), for the validation pass that only needs
+        presence and events; presence is identical either way."""
+        record = MODALITIES[modality]
+        decode = record.decode if features or record.check is None else record.check
+        return decode(cells, self.spec.settings[modality])
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
         rows = len(next(iter(batch.values())))
@@ -115,10 +99,6 @@ class BatchPreprocessor:
         return np.array(
             [self._class_index.get(label_name(v), UNLABELED) for v in labels], dtype=np.int64
         )
-
-
-def _waveforms_only(cells, sample_rate_hz: int, max_seconds: float, n_mels: int) -> Decoded:
-    return read_waveforms(cells, sample_rate_hz, max_seconds)
 
 
 def column_cells(column, rows: int) -> list:

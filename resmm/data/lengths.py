@@ -33,7 +33,7 @@ SAMPLE_ROWS_PER_SHARD = 64
 class LengthChoice:
     """A resolved length: the value, and the measurement that chose it (for the console, summary and MLflow)."""
 
-    key: str  # config key, e.g. "data.text_max_tokens"
+    key: str  # config key, e.g. "data.text.max_tokens"
     value: float
     reason: str
 
@@ -77,7 +77,7 @@ def sample_columns(filesystem, paths: list[str], columns: list[str]) -> dict[str
 
 
 def choose_text_tokens(counts: list[int]) -> LengthChoice:
-    key = "data.text_max_tokens"
+    key = "data.text.max_tokens"
     if not counts:
         return LengthChoice(key, TEXT_TOKENS_FALLBACK, "no text in the sample: the fallback")
     measured = float(np.percentile(counts, QUANTILE))
@@ -86,33 +86,9 @@ def choose_text_tokens(counts: list[int]) -> LengthChoice:
 
 
 def choose_audio_seconds(seconds: list[float]) -> LengthChoice:
-    key = "data.audio_max_seconds"
+    key = "data.audio.max_seconds"
     if not seconds:
         return LengthChoice(key, AUDIO_SECONDS_FALLBACK, "no readable audio in the sample: the fallback")
     measured = float(np.percentile(seconds, QUANTILE))
     value = min(max(math.ceil(measured * 10 - 1e-6) / 10, AUDIO_SECONDS_BOUNDS[0]), AUDIO_SECONDS_BOUNDS[1])
     return LengthChoice(key, value, f"p{QUANTILE} of {len(seconds)} sampled clips = {measured:.2f} s")
-
-
-def resolve_lengths(cfg, filesystem, paths: list[str]) -> tuple[object, list[LengthChoice]]:
-    """`cfg` with every `auto` length measured from the shards at `paths` (as `filesystem` names them), and the
-    choices made (empty if none was auto). Only the sampled rows are read, no footers beyond theirs."""
-    data, modalities = cfg.data, set(cfg.model.modalities)
-    wanted = [c for c, key in (("text", "text_max_tokens"), ("audio", "audio_max_seconds"))
-              if c in modalities and getattr(data, key) == "auto"]
-    if not wanted:
-        return cfg, []
-    cells = sample_columns(filesystem, list(paths), wanted)
-    choices = []
-    if "text" in wanted:
-        choices.append(choose_text_tokens(text_token_counts(cells["text"], data.text_vocab_buckets,
-                                                            data.text_max_chars)))
-    if "audio" in wanted:
-        choices.append(choose_audio_seconds(audio_durations(cells["audio"])))
-    update = {c.key.split(".", 1)[1]: c.value for c in choices}
-    return cfg.model_copy(update={"data": data.model_copy(update=update)}), choices
-
-
-def concrete(value, fallback):
-    """A length from the config, with `auto` (not resolved against data) read as the fallback."""
-    return fallback if value == "auto" else value

@@ -21,6 +21,8 @@ def batch_norm(channels: int) -> nn.Module:
 
 
 NormLayer = Callable[[int], nn.Module]
+# `model.norm` name -> normalisation layer of the convolutional encoders.
+NORMS: dict[str, NormLayer] = {"batch": batch_norm, "group": group_norm}
 
 
 class BasicBlock2d(nn.Module):

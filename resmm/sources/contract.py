@@ -3,26 +3,25 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-# column -> (accepted arrow type predicate, human description)
-_STRING = (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or _is_dict_of(t, pa.types.is_string))
-_BINARY = (lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t))
-_LABEL = (lambda t: _STRING(t) or pa.types.is_integer(t) or pa.types.is_null(t))
+from resmm.modalities import MODALITIES
+from resmm.modalities.base import string_column
 
-COLUMNS = {
+_STRING = string_column().accepts
+_LABEL = (lambda t: _STRING(t) or pa.types.is_integer(t) or pa.types.is_null(t))
+# column -> (accepted arrow type predicate, human description); each modality's column comes from its record.
+_ID_AND_LABEL = {
     "sample_id": (_STRING, "string (unique row id)"),
     "label": (_LABEL, "string or integer class (null = unlabeled)"),
-    "image": (_BINARY, "binary (encoded PNG/JPEG/WebP bytes)"),
-    "text": (_STRING, "string"),
-    "audio": (_BINARY, "binary (encoded WAV/FLAC/OGG bytes)"),
 }
+
+
+def contract_columns() -> dict:
+    """Every contract column: the id, the label, and one per registered modality."""
+    return {**_ID_AND_LABEL, **{m: (r.column.accepts, r.column.description) for m, r in MODALITIES.items()}}
 
 
 class ContractError(ValueError):
     """A shard breaks the Parquet contract; the message names the file and the column."""
-
-
-def _is_dict_of(arrow_type: pa.DataType, predicate) -> bool:
-    return pa.types.is_dictionary(arrow_type) and predicate(arrow_type.value_type)
 
 
 def required_columns(modalities, labelled: bool) -> list[str]:
@@ -32,12 +31,13 @@ def required_columns(modalities, labelled: bool) -> list[str]:
 
 def check_schema(schema: pa.Schema, path: str, modalities, labelled: bool = True) -> None:
     """Raise ContractError for the first missing or mistyped contract column; extra columns are ignored."""
+    columns = contract_columns()
     for column in required_columns(modalities, labelled):
         if column not in schema.names:
             raise ContractError(
-                f"{path}: missing required column '{column}' (expected {COLUMNS[column][1]})"
+                f"{path}: missing required column '{column}' (expected {columns[column][1]})"
             )
-    for column, (accepts, description) in COLUMNS.items():
+    for column, (accepts, description) in columns.items():
         if column in schema.names and not accepts(schema.field(column).type):
             raise ContractError(
                 f"{path}: column '{column}' has type {schema.field(column).type}, expected {description}"

@@ -5,7 +5,7 @@ Policy, per fault (documented in the README):
 - a null or duplicate `sample_id`, a null label in a labelled split, a label outside `data.classes`:
   the row is quarantined (written with its reason to the run's quarantine Parquet file);
 - undecodable, oversized, empty or NaN image/audio bytes: the row is kept with that modality marked missing;
-- audio longer than `data.audio_max_seconds`, text longer than `data.text_max_chars`: cut and kept.
+- audio longer than `data.audio.max_seconds`, text longer than `data.text.max_chars`: cut and kept.
 Everything is counted.
 """
 from __future__ import annotations

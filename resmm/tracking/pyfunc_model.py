@@ -20,12 +20,12 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from resmm.config import ModelConfig
 from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells
+from resmm.modalities import MODALITIES
 
 WEIGHTS_ARTIFACT = "weights"
 BUNDLE_ARTIFACT = "bundle"
 PREDICTED_LABEL = "predicted_label"
 UNREADABLE = "unreadable_modalities"
-MEDIA_MODALITIES = ("image", "audio")  # binary in the Parquet contract, base64 text in JSON
 
 
 class RequestError(MlflowException):
@@ -63,7 +63,7 @@ def load_network(bundle: dict, weights_path: str):
     """Rebuild the network from its saved bundle (model config + preprocessing spec) and state dict."""
     from resmm.models.builders import build_model
 
-    spec = PreprocessSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in bundle["spec"].items()})
+    spec = PreprocessSpec.from_dict(bundle["spec"])
     network = build_model(ModelConfig(**bundle["model"]), spec, bundle.get("impute", "zero"))
     # weights_only=True: the registry holds tensors, never arbitrary pickles.
     network.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
@@ -102,7 +102,7 @@ class ResmmPyfunc(mlflow.pyfunc.PythonModel):
         batch, unreadable = {}, [[] for _ in range(rows)]
         for modality in self.spec.modalities:
             cells = column_cells(frame[modality] if modality in frame.columns else None, rows)
-            if modality in MEDIA_MODALITIES:
+            if MODALITIES[modality].column.media:  # bytes in Parquet, base64 text in JSON
                 cells, bad = zip(*(media_cell(v, modality) for v in cells))
             else:
                 cells, bad = [text_cell(v, modality) for v in cells], [False] * rows

@@ -2,23 +2,20 @@
 and registering it."""
 from __future__ import annotations
 
-import base64
 import importlib.metadata
-import io
 import json
 import tempfile
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
-import soundfile
 import torch
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
-from PIL import Image
 
 import resmm
+from resmm.data.batch import PreprocessSpec
+from resmm.modalities import MODALITIES
 from resmm.secrets import redact
 from resmm.tracking.pyfunc_model import (
     BUNDLE_ARTIFACT,
@@ -53,21 +50,16 @@ def model_signature(modalities, classes) -> ModelSignature:
 
 
 def input_example(spec: dict) -> pd.DataFrame:
-    """Three request rows as a REST client sends them: every modality, one lacking the image, and text only.
+    """Three request rows as a REST client sends them: every modality, one lacking the first, and one holding a
+    single modality (the first that needs no media encoding: text by default).
     The media are tiny synthetic ones, so no training row ever lands in the model's artifacts."""
-    png, wav = io.BytesIO(), io.BytesIO()
-    Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(png, "PNG")
-    rate = spec["audio_sample_rate_hz"]
-    soundfile.write(wav, np.zeros(rate // 10, np.float32), rate, format="WAV")
-    media = {"image": base64.b64encode(png.getvalue()).decode(), "audio": base64.b64encode(wav.getvalue()).decode(),
-             "text": "an example"}
-    rows = []
-    for sample_id, keep in (("example-all", None), ("example-no-image", "image"), ("example-text-only", "text")):
-        row = {"sample_id": sample_id}
-        for m in spec["modalities"]:
-            missing = (keep == "image" and m == "image") or (keep == "text" and m != "text")
-            row[m] = None if missing else media[m]
-        rows.append(row)
+    saved = PreprocessSpec.from_dict(spec)
+    cells = {m: MODALITIES[m].example_cell(saved.settings[m]) for m in saved.modalities}
+    first = saved.modalities[0]
+    only = next((m for m in saved.modalities if not MODALITIES[m].column.media), saved.modalities[-1])
+    rows = [{"sample_id": "example-all", **cells},
+            {"sample_id": f"example-no-{first}", **cells, first: None},
+            {"sample_id": f"example-{only}-only", **{m: cells[m] if m == only else None for m in cells}}]
     return pd.DataFrame(rows)
 
 

@@ -1,7 +1,6 @@
 """The driver side of training: build the TorchTrainer (scaling, storage, checkpoints) and run it."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +71,7 @@ def fit(
         train_loop_per_worker,
         train_loop_config={
             "cfg": cfg.model_dump(mode="json"),
-            "spec": dataclasses.asdict(spec),
+            "spec": spec,
             "tracking_uri": tracking_uri,
             "run_id": run_id,
             "class_counts": class_counts,

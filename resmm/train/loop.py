@@ -171,7 +171,7 @@ class WorkerState:
 
 def setup(loop_config: dict, context) -> WorkerState:
     cfg = Config.model_validate(loop_config["cfg"])
-    spec = PreprocessSpec(**loop_config["spec"])
+    spec: PreprocessSpec = loop_config["spec"]
     rank = context.get_world_rank()
     # Workers share the node's cores with Ray Data; one intra-op thread each avoids oversubscription on CPU.
     if not cfg.train.use_gpu:

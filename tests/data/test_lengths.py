@@ -8,8 +8,9 @@ from resmm.config import load_config
 from resmm.data.batch import PreprocessSpec
 from resmm.data.lengths import (
     AUDIO_SECONDS_FALLBACK, TEXT_TOKENS_FALLBACK, audio_durations, choose_audio_seconds, choose_text_tokens,
-    resolve_lengths, text_token_counts,
+    text_token_counts,
 )
+from resmm.modalities import resolve_lengths
 from resmm.sources.shards import list_parquet_files
 from tests.conftest import audio_bytes, contract_table
 
@@ -53,15 +54,15 @@ def test_auto_lengths_come_from_the_shards_and_explicit_values_stay(tmp_path):
     fs, paths = _shards(tmp_path, clip_seconds=1.5, words=10)  # 10 x (1 word id + 3 trigrams) = 40 tokens
     cfg = load_config(None, [f"data.path={tmp_path}"])
     resolved, choices = resolve_lengths(cfg, fs, paths)
-    assert (resolved.data.text_max_tokens, resolved.data.audio_max_seconds) == (40, 1.5)
-    assert {c.key for c in choices} == {"data.text_max_tokens", "data.audio_max_seconds"}
+    assert (resolved.data.text.max_tokens, resolved.data.audio.max_seconds) == (40, 1.5)
+    assert {c.key for c in choices} == {"data.text.max_tokens", "data.audio.max_seconds"}
     assert all("p95 of 60 sampled" in c.reason for c in choices)
     spec = PreprocessSpec.from_config(resolved.data, resolved.model.modalities, ["0", "1", "2"])
     assert spec.input_shape("text") == (40,)
 
-    explicit = load_config(None, [f"data.path={tmp_path}", "data.text_max_tokens=24", "data.audio_max_seconds=0.5"])
+    explicit = load_config(None, [f"data.path={tmp_path}", "data.text.max_tokens=24", "data.audio.max_seconds=0.5"])
     kept, choices = resolve_lengths(explicit, fs, paths)
-    assert (kept.data.text_max_tokens, kept.data.audio_max_seconds, choices) == (24, 0.5, [])
+    assert (kept.data.text.max_tokens, kept.data.audio.max_seconds, choices) == (24, 0.5, [])
 
     image_only = load_config(None, [f"data.path={tmp_path}", "model.modalities=[image]"])
     assert resolve_lengths(image_only, fs, paths)[1] == []  # nothing read for modalities the model lacks
@@ -69,7 +70,8 @@ def test_auto_lengths_come_from_the_shards_and_explicit_values_stay(tmp_path):
 
 def test_an_unresolved_auto_reads_as_the_fallback():
     spec = PreprocessSpec.from_config(load_config(None, []).data, ["text", "audio"], ["a"])
-    assert (spec.text_max_tokens, spec.audio_max_seconds) == (TEXT_TOKENS_FALLBACK, AUDIO_SECONDS_FALLBACK)
+    assert (spec.settings["text"].max_tokens, spec.settings["audio"].max_seconds) == (
+        TEXT_TOKENS_FALLBACK, AUDIO_SECONDS_FALLBACK)
 
 
 def test_an_unreadable_shard_is_left_to_validation(tmp_path):
@@ -77,4 +79,4 @@ def test_an_unreadable_shard_is_left_to_validation(tmp_path):
     (tmp_path / "part-0.parquet").write_bytes(b"PAR1 broken")
     cfg = load_config(None, [f"data.path={tmp_path}"])
     resolved, choices = resolve_lengths(cfg, fsspec.filesystem("file"), paths)
-    assert resolved.data.audio_max_seconds == 2.0 and "of 20 sampled" in choices[1].reason
+    assert resolved.data.audio.max_seconds == 2.0 and "of 20 sampled" in choices[1].reason

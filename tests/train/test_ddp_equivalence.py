@@ -29,7 +29,8 @@ def global_batches(spec):
     g = torch.Generator().manual_seed(1)
     for _ in range(STEPS):
         batch = {m: torch.randn(GLOBAL_BATCH, *spec.input_shape(m), generator=g) for m in ("image", "audio")}
-        batch["text"] = torch.randint(1, spec.text_vocab_buckets, (GLOBAL_BATCH, spec.text_max_tokens), generator=g)
+        batch["text"] = torch.randint(1, spec.settings["text"].vocab_buckets, (GLOBAL_BATCH, *spec.input_shape("text")),
+                                      generator=g)
         for m in ("image", "text", "audio"):
             batch[f"{m}_present"] = torch.ones(GLOBAL_BATCH)
         batch["label"] = torch.randint(0, 4, (GLOBAL_BATCH,), generator=g)

@@ -1,0 +1,78 @@
+"""The audio modality: encoded WAV/FLAC/OGG clips as log-mel spectrograms, through a residual 2-D CNN."""
+from __future__ import annotations
+
+import base64
+import io
+import math
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import numpy as np
+import soundfile
+from pydantic import Field
+
+from resmm.data.audio import decode_audios, read_waveforms, spectrogram_shape
+from resmm.data.lengths import AUDIO_SECONDS_FALLBACK, audio_durations, choose_audio_seconds
+from resmm.modalities.base import AutoLength, Modality, Settings, binary_column
+
+if TYPE_CHECKING:  # torch is imported on use: the CPU decode tasks never load it
+    import torch
+    from torch import nn
+
+
+class AudioCfg(Settings):
+    sample_rate_hz: int = Field(8000, ge=1000, le=96000)  # every clip is resampled to this rate
+    # auto: the 95th percentile of a sample of the training shards, within bounds (resmm/data/lengths.py).
+    # Longer clips are cut (and counted).
+    max_seconds: Annotated[float, Field(gt=0.0, le=60.0)] | Literal["auto"] = "auto"
+    n_mels: int = Field(32, ge=8, le=256)
+
+    def concrete(self) -> "AudioCfg":
+        return self.model_copy(update={"max_seconds": AUDIO_SECONDS_FALLBACK}) if self.max_seconds == "auto" else self
+
+
+def decode(cells: list, cfg: AudioCfg):
+    return decode_audios(cells, cfg.sample_rate_hz, cfg.max_seconds, cfg.n_mels)
+
+
+def check(cells: list, cfg: AudioCfg):
+    """Waveforms only: presence and events are those of `decode`, without the spectrogram that cannot fail."""
+    return read_waveforms(cells, cfg.sample_rate_hz, cfg.max_seconds)
+
+
+def input_shape(cfg: AudioCfg) -> tuple[int, ...]:
+    return spectrogram_shape(cfg.sample_rate_hz, cfg.max_seconds, cfg.n_mels)
+
+
+def augment(spectrograms: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """(B, n_mels, T) log-mel: circular time shift up to 20%, gain ±6 dB (additive in log), light noise."""
+    import torch
+
+    b, _, t = spectrograms.shape
+    shifts = (torch.rand(b, generator=generator) * 0.4 - 0.2) * t
+    out = torch.stack([torch.roll(s, int(k), dims=-1) for s, k in zip(spectrograms, shifts)])
+    gain = (torch.rand(b, 1, 1, generator=generator) * 2 - 1) * (math.log(10 ** (6 / 20)) ** 1) / 5.0
+    noise = torch.randn(out.shape, generator=generator) * 0.05
+    return out + gain.to(out) + noise.to(out)
+
+
+def build_encoder(cfg: AudioCfg, embed_dim: int, norm: str = "batch") -> nn.Module:
+    from resmm.models.encoders import NORMS, AudioResNet, ResNet2d
+
+    return AudioResNet(ResNet2d(1, widths=(16, 32, 64), blocks_per_stage=1, embed_dim=embed_dim, norm=NORMS[norm]))
+
+
+def example_cell(cfg: AudioCfg) -> str:
+    wav = io.BytesIO()
+    soundfile.write(wav, np.zeros(cfg.sample_rate_hz // 10, np.float32), cfg.sample_rate_hz, format="WAV")
+    return base64.b64encode(wav.getvalue()).decode()
+
+
+def choose_max_seconds(cells: list, cfg: AudioCfg):
+    return choose_audio_seconds(audio_durations(cells))
+
+
+AUDIO = Modality(
+    name="audio", settings=AudioCfg, column=binary_column("encoded WAV/FLAC/OGG bytes"), decode=decode,
+    input_shape=input_shape, augment=augment, build_encoder=build_encoder, example_cell=example_cell, check=check,
+    auto_length=AutoLength("max_seconds", choose_max_seconds),
+)
