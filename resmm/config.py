@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from resmm.data.resample import RESAMPLERS
-from resmm.modalities import MODALITIES as MODALITY_RECORDS
+from resmm.modalities import MODALITIES as MODALITY_RECORDS, nest_flat_keys
 from resmm.models.builders import FUSIONS
 from resmm.models.encoders import NORMS
 from resmm.models.imputation import IMPUTERS
@@ -65,17 +65,7 @@ class _DataSection(_Section):
     @classmethod
     def _nest_flat_modality_keys(cls, values: Any) -> Any:
         """Reads the keys of resmm before per-modality sections: `data.image_size_px` -> `data.image.size_px`."""
-        if not isinstance(values, dict):
-            return values
-        values = dict(values)
-        for key in [k for k in values if "_" in k]:
-            modality, _, field = key.partition("_")
-            if modality in MODALITY_RECORDS and field in MODALITY_RECORDS[modality].settings.model_fields:
-                section = values.get(modality) or {}
-                section = section.model_dump() if isinstance(section, BaseModel) else dict(section)
-                section.setdefault(field, values.pop(key))
-                values[modality] = section
-        return values
+        return nest_flat_keys(values) if isinstance(values, dict) else values
 
     @field_validator("class_weights")
     @classmethod
@@ -95,7 +85,6 @@ class _DataSection(_Section):
         if len(set(value)) != len(value):
             raise ValueError("contains duplicates")
         return value
-
 
 
 # data.<modality>: each modality's own settings section (ImageCfg, TextCfg, ...), one per registered modality.

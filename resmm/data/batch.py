@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from resmm.data.decoded import Decoded
-from resmm.modalities import MODALITIES, Settings
+from resmm.modalities import MODALITIES, Settings, nest_flat_keys
 
 UNLABELED = -1  # label index of rows that are kept out of the supervised loss
 
@@ -56,11 +56,9 @@ class PreprocessSpec:
     def from_dict(cls, saved: Mapping[str, Any]) -> "PreprocessSpec":
         """The inverse of to_dict; also reads the flat `image_size_px`-style keys of models saved before the
         settings were nested (missing keys take today's defaults, as for the input limits added later)."""
-        settings = {}
-        for m, record in MODALITIES.items():
-            flat = {k.removeprefix(f"{m}_"): v for k, v in saved.items() if k.startswith(f"{m}_")}
-            if m in saved or flat or m in saved["modalities"]:
-                settings[m] = record.settings(**(saved.get(m) or flat))
+        saved = nest_flat_keys(saved)
+        settings = {m: record.settings(**(saved.get(m) or {})) for m, record in MODALITIES.items()
+                    if m in saved or m in saved["modalities"]}
         return cls(tuple(saved["modalities"]), tuple(saved["classes"]), settings)
 
 

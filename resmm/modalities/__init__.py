@@ -9,7 +9,22 @@ from resmm.modalities.text import TEXT
 
 MODALITIES: dict[str, Modality] = {m.name: m for m in (IMAGE, TEXT, AUDIO)}
 
-__all__ = ["MODALITIES", "Modality", "Settings", "resolve_lengths"]
+__all__ = ["MODALITIES", "Modality", "Settings", "nest_flat_keys", "resolve_lengths"]
+
+
+def nest_flat_keys(values: dict) -> dict:
+    """`{"image_size_px": 48}` -> `{"image": {"size_px": 48}}`: the flat keys resmm used before each modality had
+    a settings section, in configs and in the specs saved with models. A key that names no registered setting
+    stays where it is (for the config's unknown-key error); a nested value given beside its flat twin wins."""
+    values = dict(values)
+    for key in [k for k in values if "_" in k]:
+        modality, _, field = key.partition("_")
+        if modality in MODALITIES and field in MODALITIES[modality].settings.model_fields:
+            section = values.get(modality) or {}
+            section = section.model_dump() if isinstance(section, Settings) else dict(section)
+            section.setdefault(field, values.pop(key))
+            values[modality] = section
+    return values
 
 
 def resolve_lengths(cfg, filesystem, paths: list[str]) -> tuple[object, list[LengthChoice]]:
