@@ -40,7 +40,8 @@ class PreprocessSpec:
 
     @classmethod
     def from_config(cls, data_cfg, modalities: Sequence[str], classes: Sequence[str]) -> "PreprocessSpec":
-        settings = {m: getattr(data_cfg, m).concrete() for m in MODALITIES if hasattr(data_cfg, m)}
+        settings = {m: record.concrete(getattr(data_cfg, m))
+                    for m, record in MODALITIES.items() if hasattr(data_cfg, m)}
         return cls(tuple(modalities), tuple(classes), settings)
 
     def input_shape(self, modality: str) -> tuple[int, ...]:

@@ -26,9 +26,6 @@ class AudioCfg(Settings):
     max_seconds: Annotated[float, Field(gt=0.0, le=60.0)] | Literal["auto"] = "auto"
     n_mels: int = Field(32, ge=8, le=256)
 
-    def concrete(self) -> "AudioCfg":
-        return self.model_copy(update={"max_seconds": AUDIO_SECONDS_FALLBACK}) if self.max_seconds == "auto" else self
-
 
 def decode(cells: list, cfg: AudioCfg):
     return decode_audios(cells, cfg.sample_rate_hz, cfg.max_seconds, cfg.n_mels)
@@ -74,5 +71,5 @@ def choose_max_seconds(cells: list, cfg: AudioCfg):
 AUDIO = Modality(
     name="audio", settings=AudioCfg, column=binary_column("encoded WAV/FLAC/OGG bytes"), decode=decode,
     input_shape=input_shape, augment=augment, build_encoder=build_encoder, example_cell=example_cell, check=check,
-    auto_length=AutoLength("max_seconds", choose_max_seconds),
+    auto_length=AutoLength("max_seconds", choose_max_seconds, AUDIO_SECONDS_FALLBACK),
 )

@@ -18,10 +18,6 @@ class Settings(BaseModel):
     # Unknown keys are errors: a typo must never silently fall back to a default.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    def concrete(self) -> "Settings":
-        """These settings with every `auto` value that was not measured from data read as its fallback."""
-        return self
-
 
 @dataclass(frozen=True)
 class ColumnType:
@@ -56,6 +52,7 @@ class AutoLength:
 
     field: str  # settings field, e.g. "max_tokens"
     choose: Callable[[list, Any], LengthChoice]  # (sampled cells, settings) -> the choice
+    fallback: float  # the value of an `auto` never measured (a spec built without data)
 
 
 @dataclass(frozen=True)
@@ -74,3 +71,10 @@ class Modality:
     # The validation pass needs presence and events only; a cheaper decode that yields the same presence.
     check: Callable[[list, Any], Decoded] | None = None
     auto_length: AutoLength | None = None
+
+    def concrete(self, settings: Settings) -> Settings:
+        """`settings` with an `auto` length that was not measured from data read as its fallback."""
+        length = self.auto_length
+        if length is None or getattr(settings, length.field) != "auto":
+            return settings
+        return settings.model_copy(update={length.field: length.fallback})

@@ -22,9 +22,6 @@ class TextCfg(Settings):
     vocab_buckets: int = Field(8192, ge=64)  # hashing-trick vocabulary: robust to typos and new words
     max_chars: int = Field(20_000, ge=1)  # longer strings are cut (and counted) before tokenising
 
-    def concrete(self) -> "TextCfg":
-        return self.model_copy(update={"max_tokens": TEXT_TOKENS_FALLBACK}) if self.max_tokens == "auto" else self
-
 
 def decode(cells: list, cfg: TextCfg):
     return tokenize_texts(cells, cfg.max_tokens, cfg.vocab_buckets, cfg.max_chars)
@@ -58,5 +55,6 @@ def choose_max_tokens(cells: list, cfg: TextCfg):
 
 TEXT = Modality(
     name="text", settings=TextCfg, column=string_column(), decode=decode, input_shape=input_shape, augment=augment,
-    build_encoder=build_encoder, example_cell=example_cell, auto_length=AutoLength("max_tokens", choose_max_tokens),
+    build_encoder=build_encoder, example_cell=example_cell,
+    auto_length=AutoLength("max_tokens", choose_max_tokens, TEXT_TOKENS_FALLBACK),
 )
