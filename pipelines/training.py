@@ -10,12 +10,14 @@ from pathlib import Path
 
 import torch
 
+from pipelines.feature_cache import CacheTarget, read_cached_split
 from pipelines.ingest import Source, build_split, scan_source
 from pipelines.runtime import configure_data_context, connect_ray
 from pipelines.validation import Rules, Validation, validate_source, write_quarantine
 from resmm.config import Config
 from resmm.sources.contract import resolve_classes
 from resmm.data.batch import PreprocessSpec
+from resmm.data.cache import CacheStats, expand_batch
 from resmm.data.lengths import LengthChoice
 from resmm.modalities import resolve_lengths
 from resmm.datasets import demo
@@ -53,11 +55,11 @@ def resolve_data_path(cfg: Config, progress=say) -> str:
     return demo.path_or_default(cfg.data.path, progress)
 
 
-def counted(batches, bar):
-    """Pass tensor batches through, advancing `bar` by their rows."""
+def counted(batches, bar, spec: PreprocessSpec):
+    """Model-input tensor batches (cached features widened), advancing `bar` by their rows."""
     for batch in batches:
         bar.update(len(batch["label"]))
-        yield batch
+        yield expand_batch(batch, spec)
 
 
 def evaluate_registered_weights(cfg: Config, spec: PreprocessSpec, model_state: dict, val_dataset,
@@ -67,13 +69,13 @@ def evaluate_registered_weights(cfg: Config, spec: PreprocessSpec, model_state: 
     network.load_state_dict(model_state)
     with progress_bar(val_rows, "robustness") as bar:
         robustness = robustness_report(
-            network, counted(val_dataset.iter_torch_batches(batch_size=256), bar), spec.modalities,
+            network, counted(val_dataset.iter_torch_batches(batch_size=256), bar, spec), spec.modalities,
             len(spec.classes), seed=cfg.train.seed,
         )
     retrieval = {}
     if cfg.model.retrieval:
         with progress_bar(val_rows, "retrieval") as bar:
-            retrieval = retrieval_recall(network, counted(val_dataset.iter_torch_batches(batch_size=256), bar),
+            retrieval = retrieval_recall(network, counted(val_dataset.iter_torch_batches(batch_size=256), bar, spec),
                                          spec.modalities)
     return robustness, retrieval
 
@@ -99,19 +101,46 @@ def validate_sources(cfg: Config, modalities: list[str], train_source, val_sourc
     spec = PreprocessSpec.from_config(cfg.data, modalities, ())
     classes = tuple(cfg.data.classes) if cfg.data.classes else None
     null_label_is_fault = cfg.data.unlabeled_rows == "quarantine"
+    cache = cache_target(cfg)
     checks = {"train": validate_source(
         train_source, spec, Rules(True, null_label_is_fault, classes, None if val_source else cfg.data.val_fraction),
-        batch_rows=cfg.data.preprocess_batch_rows, progress=progress, name="train",
+        batch_rows=cfg.data.preprocess_batch_rows, progress=progress, name="train", cache=cache,
     )}
     if val_source is not None:
         checks["val"] = validate_source(val_source, spec, Rules(True, null_label_is_fault, classes, None),
-                                        batch_rows=cfg.data.preprocess_batch_rows, progress=progress, name="val")
+                                        batch_rows=cfg.data.preprocess_batch_rows, progress=progress, name="val",
+                                        cache=cache)
     for name, check in checks.items():
         report = check.report
         progress(f"[resmm] validation ({name}): {len(report.files)} file(s) skipped, {report.rows_total} row(s) "
                  f"quarantined {dict(report.rows)}, modality marked missing {dict(report.modalities_marked_missing)}, "
                  f"cut to input limits {dict(report.input_limits)}")
+        if check.cache is not None:
+            stats = check.cache
+            progress(f"[resmm] feature cache ({name}): {stats.decoded_rows} row(s) decoded into "
+                     f"{stats.entries_built} new entr{'y' if stats.entries_built == 1 else 'ies'} "
+                     f"({stats.entries_rebuilt} rebuilt as corrupt), {stats.cached_rows} row(s) read from "
+                     f"{stats.entries_reused} cached, {stats.bytes / 2**20:.1f} MiB at {stats.location}")
     return checks
+
+
+def cache_target(cfg: Config) -> CacheTarget | None:
+    """Where the run's decoded-feature cache lives (None: data.cache=off)."""
+    if cfg.data.cache == "off":
+        return None
+    return CacheTarget.at(cfg.data.cache_path or f"{storage_uri(cfg.train.storage_path)}/feature-cache")
+
+
+def cache_summary(checks: dict[str, Validation]) -> dict:
+    """The run's cache report: every validated source together (the summary's and MLflow's `cache`)."""
+    merged = None
+    for check in checks.values():
+        if check.cache is None:
+            continue
+        if merged is None:
+            merged = CacheStats(location=check.cache.location)
+        merged.merge(check.cache)
+    return merged.as_summary() if merged else {"enabled": False}
 
 
 def record_quarantine(cfg: Config, checks: dict[str, Validation], run: TrackedRun, progress) -> QuarantineReport:
@@ -218,9 +247,13 @@ def split_datasets(cfg: Config, spec: PreprocessSpec, checks: dict[str, Validati
         sides = {"train": (checks["train"], None), "val": (checks["val"], None)}
     else:
         sides = {"train": (checks["train"], False), "val": (checks["train"], True)}
+    cache = cache_target(cfg)
     return {
-        name: build_split(check.source, spec, validation=side, val_fraction=cfg.data.val_fraction,
-                          batch_rows=cfg.data.preprocess_batch_rows, quarantined=check.quarantined_row_hashes)
+        name: (build_split(check.source, spec, validation=side, val_fraction=cfg.data.val_fraction,
+                           batch_rows=cfg.data.preprocess_batch_rows, quarantined=check.quarantined_row_hashes)
+               if check.entries is None else
+               read_cached_split(list(check.entries), cache.url, spec, validation=side,
+                                 val_fraction=cfg.data.val_fraction, quarantined=check.quarantined_row_hashes))
         for name, (check, side) in sides.items()
     }
 
@@ -228,6 +261,12 @@ def split_datasets(cfg: Config, spec: PreprocessSpec, checks: dict[str, Validati
 def record_inputs(run: TrackedRun, data: PreparedData, progress) -> QuarantineReport:
     """Quarantine, resolved config, lineage, fingerprint and profile, logged before training starts."""
     quarantine = record_quarantine(data.cfg, data.checks, run, progress)
+    cache = cache_summary(data.checks)
+    run.log_dict(cache, "data/cache.json")
+    if "decoded_rows" in cache:
+        run.log_metrics({"cache/decoded_rows": cache["decoded_rows"], "cache/cached_rows": cache["cached_rows"],
+                         "cache/bytes": cache["bytes"], "cache/rebuilt_corrupt": cache["entries"]["rebuilt_corrupt"]},
+                        step=0)
     run.log_dict(data.cfg.model_dump(mode="json"), "config/resolved_config.json")
     lineage_dataset.log_training_data(run.tracking_uri, run.run_id, data.url, data.fingerprint)
     run.log_dict(data.fingerprint, "data/fingerprint.json")
@@ -315,7 +354,7 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
         model_uri, version, headline = register(run, data, trained)
     summary = summarise(data, run, trained, started, model_uri=model_uri, model_version=version,
                         metrics=headline, quarantine=quarantine.as_summary(), robustness=robustness,
-                        retrieval=retrieval)
+                        retrieval=retrieval, cache=cache_summary(data.checks))
     progress(format_table(summary))
     return summary
 

@@ -3,6 +3,10 @@
 read (row hash + path) → inspect each batch with the very decoders training uses → the driver sums the
 per-row verdicts, finds duplicate ids, checks every file's row count against its footer, and profiles the
 clean training rows. Quarantined rows are then streamed once more, alone, into a Parquet file with reasons.
+
+With the decoded-feature cache on (`data.cache=on`), the inspection is the cache fill instead
+(pipelines/feature_cache.py): each shard is decoded in full once, its features and verdicts stored, and a shard
+whose entry is whole is neither decoded nor inspected again.
 """
 from __future__ import annotations
 
@@ -15,62 +19,18 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
+from pipelines.feature_cache import CACHE_BYTES, CACHE_STATE, CacheTarget, fill_entries
 from pipelines.ingest import ROW_HASH, Source, read_source, row_parts, without_files
-from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells, label_name
+from pipelines.verdicts import Rules, inspect_batch
+from resmm.data.batch import PreprocessSpec
+from resmm.data.cache import CacheStats
 from resmm.data.decoded import MODALITY_FAULTS
-from resmm.data.split import is_validation
 from resmm.sources.profile import DataProfile
-from resmm.sources.quarantine import DUPLICATE_SAMPLE_ID, QuarantineReport, id_hashes, later_duplicates, row_faults
+from resmm.sources.quarantine import DUPLICATE_SAMPLE_ID, QuarantineReport, later_duplicates
 from resmm.console import progress_bar, say
 from resmm.sources.shards import ShardError, open_filesystem
 
 QUARANTINE_REASON = "quarantine_reason"
-
-
-@dataclass(frozen=True)
-class Rules:
-    """What counts as a fault in one source."""
-
-    labelled: bool  # the split must carry labels (training, evaluation)
-    null_label_is_fault: bool  # data.unlabeled_rows == "quarantine"
-    classes: tuple[str, ...] | None  # data.classes when configured
-    val_fraction: float | None  # hash-split the rows into train/val sides (None: one side)
-
-
-def inspect_batch(table: pa.Table, *, spec: PreprocessSpec, rules: Rules) -> pa.Table:
-    """map_batches stage: one verdict row per input row (ids hashed, bytes dropped).
-
-    Columns: row_hash, path, id_hash, is_val, label, pattern (bit i = modality i present after decoding),
-    reason (row fault or null), events (comma-joined modality faults and limits, or null).
-    """
-    preprocessor = BatchPreprocessor(spec)
-    rows = table.num_rows
-    sample_ids = column_cells(table.column("sample_id"), rows)
-    names = table.column_names
-    labels = [label_name(v) for v in column_cells(table.column("label") if "label" in names else None, rows)]
-    classes = set(rules.classes) if rules.classes else None
-    reasons = row_faults(sample_ids, labels, classes, rules.labelled and rules.null_label_is_fault)
-    pattern = np.zeros(rows, dtype=np.int8)
-    events: list[list[str]] = [[] for _ in range(rows)]
-    for bit, modality in enumerate(preprocessor.spec.modalities):
-        cells = column_cells(table.column(modality) if modality in names else None, rows)
-        decoded = preprocessor.decode_column(modality, cells, features=False)
-        pattern |= decoded.present.astype(np.int8) << bit
-        for i, event in enumerate(decoded.events):
-            if event:
-                events[i].append(event)
-    is_val = (is_validation(sample_ids, rules.val_fraction) if rules.val_fraction is not None
-              else np.zeros(rows, dtype=bool))
-    return pa.table({
-        ROW_HASH: table.column(ROW_HASH),
-        "path": table.column("path"),
-        "id_hash": pa.array(id_hashes(sample_ids), pa.uint64()),
-        "is_val": pa.array(is_val),
-        "label": pa.array(labels, pa.string()),
-        "pattern": pa.array(pattern),
-        "reason": pa.array(reasons, pa.string()),
-        "events": pa.array([",".join(e) if e else None for e in events], pa.string()),
-    })
 
 
 @dataclass
@@ -145,6 +105,8 @@ class Validation:
     val_profile: DataProfile | None  # the clean rows of the validation side when split
     quarantined: dict  # row_hash -> reason
     report: QuarantineReport
+    cache: CacheStats | None = None  # what the cache fill did (None: data.cache=off)
+    entries: tuple[str, ...] | None = None  # each shard's cache entry, as the cache's filesystem names it
 
     @property
     def quarantined_row_hashes(self) -> np.ndarray:
@@ -179,27 +141,48 @@ def inspect_block(table: pa.Table, *, spec: PreprocessSpec, rules: Rules, batch_
         yield inspect_batch(part, spec=spec, rules=rules)
 
 
-def _inspect(source: Source, spec: PreprocessSpec, rules: Rules, batch_rows: int, name: str) -> _Verdicts:
-    columns = ["sample_id", "label", *spec.modalities]
-    inspected = read_source(source, columns, row_hashes=True, paths=True).map_batches(
-        inspect_block, batch_format="pyarrow", batch_size=None,
-        fn_kwargs={"spec": spec, "rules": rules, "batch_rows": batch_rows},
-    )
-    verdicts = _Verdicts(spec.modalities)
-    with progress_bar(source.num_rows, f"validate {name}") as bar:
+def _inspect(source: Source, spec: PreprocessSpec, rules: Rules, batch_rows: int, name: str,
+             cache: CacheTarget | None) -> tuple[_Verdicts, CacheStats | None]:
+    if cache is None:
+        columns = ["sample_id", "label", *spec.modalities]
+        inspected = read_source(source, columns, row_hashes=True, paths=True).map_batches(
+            inspect_block, batch_format="pyarrow", batch_size=None,
+            fn_kwargs={"spec": spec, "rules": rules, "batch_rows": batch_rows},
+        )
+    else:
+        inspected = fill_entries(source.shards, spec, rules, cache, batch_rows)
+    verdicts, stats, seen = _Verdicts(spec.modalities), None, set()
+    if cache is not None:
+        stats = CacheStats(location=cache.url)
+    with progress_bar(source.num_rows, f"{'validate' if cache is None else 'validate + cache'} {name}") as bar:
         for batch in inspected.iter_batches(batch_format="pyarrow", batch_size=None):
+            if cache is not None:
+                batch = _count_cache(batch, stats, seen)
             verdicts.add(batch)
             bar.update(batch.num_rows)
-    return verdicts
+    return verdicts, stats
+
+
+def _count_cache(batch: pa.Table, stats: CacheStats, seen: set) -> pa.Table:
+    """Add a filled shard's cache state to `stats` (once per shard) and drop the two cache columns."""
+    paths = batch.column("path").to_pylist()
+    states = batch.column(CACHE_STATE).to_pylist()
+    sizes = batch.column(CACHE_BYTES).to_pylist()
+    rows = Counter(paths)
+    for path, state, size in zip(paths, states, sizes):
+        if path not in seen:
+            seen.add(path)
+            stats.add(state, rows[path], size)
+    return batch.drop_columns([CACHE_STATE, CACHE_BYTES])
 
 
 def validate_source(source: Source, spec: PreprocessSpec, rules: Rules, *, batch_rows: int = 256,
-                    progress=say, name: str = "data") -> Validation:
+                    progress=say, name: str = "data", cache: CacheTarget | None = None) -> Validation:
     """Run the validation stage over every row of `source`; see resmm.sources.quarantine for the policy per fault.
-    `name` labels its progress bar."""
+    `name` labels its progress bar; `cache`: fill (or reuse) the decoded-feature cache on the way."""
     columns = ["sample_id", "label", *spec.modalities]
     try:
-        verdicts = _inspect(source, spec, rules, batch_rows, name)
+        verdicts, stats = _inspect(source, spec, rules, batch_rows, name, cache)
     except (ray.exceptions.RayError, OSError, pa.ArrowException) as exc:
         # A file whose footer reads but whose pages do not fails its whole read task, good files and all:
         # find it file by file, set it aside, and read the rest again.
@@ -211,7 +194,7 @@ def validate_source(source: Source, spec: PreprocessSpec, rules: Rules, *, batch
         source = without_files(source, bad)
         if not source.shards:
             raise ShardError(f"data path '{source.url}': no readable Parquet file left") from exc
-        verdicts = _inspect(source, spec, rules, batch_rows, name)
+        verdicts, stats = _inspect(source, spec, rules, batch_rows, name, cache)
     for shard in source.shards:  # the reader must have delivered every row each footer promised
         read = verdicts.rows_by_path.get(shard.path, 0)
         if read != shard.num_rows:
@@ -226,6 +209,8 @@ def validate_source(source: Source, spec: PreprocessSpec, rules: Rules, *, batch
         val_profile=verdicts.profile(kept_codes, validation_side=True) if split else None,
         quarantined=verdicts.quarantined,
         report=verdicts.report,
+        cache=stats,
+        entries=tuple(cache.entry(shard, spec)[1] for shard in source.shards) if cache is not None else None,
     )
 
 

@@ -43,6 +43,10 @@ class _DataSection(_Section):
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     classes: list[str] | None = None  # class vocabulary; None = derived from the training labels
     preprocess_batch_rows: int = Field(256, ge=1)  # rows per decode call inside a read+decode task
+    # Decoded-feature cache (resmm/data/cache.py): decode each shard once and stream later epochs and runs from
+    # compact features. cache_path: any fsspec URL; None = <train.storage_path>/feature-cache.
+    cache: Literal["on", "off"] = "on"
+    cache_path: str | None = None
     # Rows with a null label in a labelled split: quarantined (a fault), or kept as unlabeled rows that feed
     # only the unsupervised objectives (retrieval, generative imputation).
     unlabeled_rows: Literal["quarantine", "keep"] = "quarantine"

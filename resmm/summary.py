@@ -41,6 +41,7 @@ class TrainingSummary:
     fed_class_counts: dict  # rows fed per class in the last epoch
     robustness: dict
     retrieval: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict)  # the decoded-feature cache: rows decoded, rows cached, where, bytes
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -75,6 +76,10 @@ def format_table(summary: dict) -> str:
                 rows.append((title, " ".join(f"{k}:{v}" for k, v in quarantine[key].items())))
         if quarantine.get("location"):
             rows.append(("quarantine file", quarantine["location"]))
+    cache = summary.get("cache") or {}
+    if "decoded_rows" in cache:
+        rows.append(("feature cache", f"{cache['decoded_rows']} rows decoded, {cache['cached_rows']} cached, "
+                                      f"{cache['bytes'] / 2**20:.1f} MiB at {cache['location']}"))
     if "restarts" in summary:
         rows.append(("worker-group restarts", summary["restarts"]))
     if summary.get("fed_class_counts"):

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from resmm.data.augment import augment_batch
+from resmm.data.cache import expand_batch
 from resmm.data.resample import resample_rows, sampling_rates, target_shares
 
 
@@ -25,13 +26,16 @@ def epoch_rates(data_cfg, classes, class_counts: list[int], rows: int, epoch: in
 
 
 def fed_batches(shard, batch_size: int, device, rates: torch.Tensor | None, unlabeled_rate: float,
-                generator: torch.Generator, shuffle_seed: int, prefetch_batches: int = 1):
+                generator: torch.Generator, shuffle_seed: int, prefetch_batches: int = 1, spec=None):
     """One pass over the worker's shard as fixed-size batches; with `rates`, each streamed row is fed
-    k ~ Poisson(rate[label]) times (see resmm.data.resample). Rows stream: at most one batch is buffered."""
+    k ~ Poisson(rate[label]) times (see resmm.data.resample). Rows stream: at most one batch is buffered.
+    With `spec`, cached compact features are widened to model inputs on `device` as they arrive."""
     batches = shard.iter_torch_batches(
         batch_size=batch_size, drop_last=rates is None, device=device, local_shuffle_buffer_size=4 * batch_size,
         local_shuffle_seed=shuffle_seed, prefetch_batches=prefetch_batches,
     )
+    if spec is not None:
+        batches = (expand_batch(batch, spec) for batch in batches)
     if rates is None:
         yield from batches
         return

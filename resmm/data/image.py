@@ -34,12 +34,20 @@ def decode_image(blob: bytes, size_px: int, channels: int, max_pixels: int) -> n
         if isinstance(exc, DecodeError):
             raise
         raise DecodeError(str(exc), IMAGE_UNDECODABLE) from exc
-    pixels = np.asarray(canvas, dtype=np.float32) / 255.0  # (S, S) or (S, S, 3)
-    if channels == 1:
-        pixels = pixels[None]
-    else:
-        pixels = pixels.transpose(2, 0, 1)  # (3, S, S)
-    return (pixels - _MEAN) / _STD
+    pixels = np.asarray(canvas, dtype=np.float32)  # (S, S) or (S, S, 3), 0..255
+    pixels = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)  # (C, S, S)
+    return normalise_pixels(pixels)
+
+
+def normalise_pixels(pixels):
+    """0..255 float32 pixels (numpy or torch) -> model input. One expression for the decoder and for the cache's
+    uint8 pixels widened on the worker, so both give bit-identical values."""
+    return (pixels / 255.0 - _MEAN) / _STD
+
+
+def pixels_of(values: np.ndarray) -> np.ndarray:
+    """The exact inverse of normalise_pixels for decoded values: uint8 pixels (every value came from one)."""
+    return np.rint((values * _STD + _MEAN) * 255.0).clip(0, 255).astype(np.uint8)
 
 
 def decode_images(blobs, size_px: int, channels: int, max_pixels: int) -> Decoded:

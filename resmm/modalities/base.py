@@ -71,6 +71,11 @@ class Modality:
     # The validation pass needs presence and events only; a cheaper decode that yields the same presence.
     check: Callable[[list, Any], Decoded] | None = None
     auto_length: AutoLength | None = None
+    # The decoded-feature cache (resmm/data/cache.py): `compact` (decoded numpy values, settings) -> the smaller
+    # array an entry stores; `expand` (that array as a tensor, settings) -> the decoded values again, on the
+    # worker's device, returning its input unchanged when it is already a model input. None: stored as decoded.
+    compact: Callable[[Any, Any], Any] | None = None
+    expand: Callable[[Any, Any], Any] | None = None
 
     def concrete(self, settings: Settings) -> Settings:
         """`settings` with an `auto` length that was not measured from data read as its fallback."""

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from resmm.data.image import decode_images
+from resmm.data.image import decode_images, normalise_pixels, pixels_of
 from resmm.modalities.base import Modality, Settings, binary_column
 
 if TYPE_CHECKING:  # torch is imported on use: the CPU decode tasks never load it
@@ -59,6 +59,14 @@ def build_encoder(cfg: ImageCfg, embed_dim: int, norm: str = "batch") -> nn.Modu
                     downsample="maxpool")
 
 
+def compact(values: np.ndarray, cfg: ImageCfg) -> np.ndarray:
+    return pixels_of(values)  # uint8 C×H×W: a quarter of float32, and exact
+
+
+def expand(pixels: torch.Tensor, cfg: ImageCfg) -> torch.Tensor:
+    return pixels if pixels.is_floating_point() else normalise_pixels(pixels.float())
+
+
 def example_cell(cfg: ImageCfg) -> str:
     png = io.BytesIO()
     Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(png, "PNG")
@@ -68,4 +76,5 @@ def example_cell(cfg: ImageCfg) -> str:
 IMAGE = Modality(
     name="image", settings=ImageCfg, column=binary_column("encoded PNG/JPEG/WebP bytes"), decode=decode,
     input_shape=input_shape, augment=augment, build_encoder=build_encoder, example_cell=example_cell,
+    compact=compact, expand=expand,
 )

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Literal
 
+import numpy as np
 from pydantic import Field
 
 from resmm.data.lengths import TEXT_TOKENS_FALLBACK, choose_text_tokens, text_token_counts
@@ -45,6 +46,14 @@ def build_encoder(cfg: TextCfg, embed_dim: int, norm: str = "batch") -> nn.Modul
     return TextResConv(cfg.vocab_buckets, width=64, depth=2, embed_dim=embed_dim)
 
 
+def compact(token_ids: np.ndarray, cfg: TextCfg) -> np.ndarray:
+    return token_ids.astype(np.min_scalar_type(cfg.vocab_buckets - 1))  # uint16 for up to 65,536 buckets
+
+
+def expand(token_ids: torch.Tensor, cfg: TextCfg) -> torch.Tensor:
+    return token_ids.long()  # the same tensor when it is int64 already
+
+
 def example_cell(cfg: TextCfg) -> str:
     return "an example"
 
@@ -55,6 +64,6 @@ def choose_max_tokens(cells: list, cfg: TextCfg):
 
 TEXT = Modality(
     name="text", settings=TextCfg, column=string_column(), decode=decode, input_shape=input_shape, augment=augment,
-    build_encoder=build_encoder, example_cell=example_cell,
+    build_encoder=build_encoder, example_cell=example_cell, compact=compact, expand=expand,
     auto_length=AutoLength("max_tokens", choose_max_tokens, TEXT_TOKENS_FALLBACK),
 )

@@ -15,6 +15,7 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
+from resmm.data.cache import expand_batch
 from resmm.config import Config
 from resmm.data.batch import PreprocessSpec
 from resmm.data.feed import epoch_rates, fed_batches, transform_fed_batch
@@ -274,7 +275,7 @@ def train_one_epoch(state: WorkerState, epoch: int, shard) -> dict:
                              cfg.data.epoch_rows or state.loop_config["train_rows"])
     with uneven_inputs(state.model):
         for batch in fed_batches(shard, batch_size, state.device, rates, unlabeled_rate, generator, draw_seed,
-                                 cfg.data.prefetch_batches):
+                                 cfg.data.prefetch_batches, spec=spec):
             batch = transform_fed_batch(batch, spec.modalities, cfg.data.augment, cfg.train.modality_dropout,
                                         generator)
             if state.warmup_steps and epoch == 0 and batches <= state.warmup_steps:
@@ -309,7 +310,8 @@ def train_one_epoch(state: WorkerState, epoch: int, shard) -> dict:
 def validate(state: WorkerState, val_data) -> dict:
     """Rank 0 scores the whole (unsplit) validation set: exact metrics, no tail rows dropped."""
     num_classes = len(state.spec.classes)
-    batches = val_data.iter_torch_batches(batch_size=VALIDATION_BATCH_ROWS, device=state.device)
+    batches = (expand_batch(batch, state.spec)
+               for batch in val_data.iter_torch_batches(batch_size=VALIDATION_BATCH_ROWS, device=state.device))
     labels, preds, per_head = predict_dataset(unwrap(state.model), batches, state.device)
     metrics = classification_metrics(labels, preds, num_classes)
     for m, (head_labels, head_preds) in per_head.items():

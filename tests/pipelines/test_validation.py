@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
+from pipelines.feature_cache import CacheTarget, read_cached_split
 from pipelines.ingest import build_split, scan_source
 from pipelines.validation import QUARANTINE_REASON, Rules, validate_source, write_quarantine
 from resmm.config import load_config
@@ -101,11 +102,23 @@ def spec():
     return PreprocessSpec.from_config(cfg.data, ALL, ("0", "1", "2"))
 
 
-@pytest.fixture(scope="module")
-def validation(local_ray, faulty_dir, spec):
+@pytest.fixture(scope="module", params=["stream", "cache"])
+def validation(request, local_ray, faulty_dir, spec, tmp_path_factory):
+    """The validation stage both ways: inspecting the stream (data.cache=off), and filling the decoded-feature
+    cache (data.cache=on), which must find exactly the same faults."""
     source = scan_source(str(faulty_dir), ALL)
+    cache = CacheTarget.at(str(tmp_path_factory.mktemp("cache"))) if request.param == "cache" else None
     return validate_source(source, spec, Rules(True, True, ("0", "1", "2"), None), batch_rows=8,
-                           progress=lambda _: None)
+                           progress=lambda _: None, cache=cache)
+
+
+def training_stream(validation, spec):
+    """Every kept row, as training would stream it: decoded from the source, or read from the cache."""
+    if validation.entries is None:
+        return build_split(validation.source, spec, validation=None, val_fraction=0.1, batch_rows=16,
+                           quarantined=validation.quarantined_row_hashes)
+    return read_cached_split(list(validation.entries), validation.cache.location, spec, validation=None,
+                             val_fraction=0.1, quarantined=validation.quarantined_row_hashes)
 
 
 def test_unreadable_files_are_skipped_with_reasons(validation):
@@ -157,8 +170,7 @@ def test_quarantined_rows_are_written_with_their_reasons(validation, tmp_path):
 
 
 def test_quarantined_rows_never_reach_the_training_stream(validation, spec):
-    dataset = build_split(validation.source, spec, validation=None, val_fraction=0.1, batch_rows=16,
-                          quarantined=validation.quarantined_row_hashes)
+    dataset = training_stream(validation, spec)
     labels = np.concatenate([b["label"] for b in dataset.iter_batches(batch_format="numpy")])
     assert len(labels) == validation.train_profile.rows
     assert (labels >= 0).all()  # neither the null nor the unknown label got through

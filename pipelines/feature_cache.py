@@ -1,0 +1,145 @@
+"""Ray Data stages of the decoded-feature cache (resmm/data/cache.py): fill an entry per shard during the
+validation pass, and stream the training and validation splits from the entries.
+
+Filling runs one task per shard: a shard whose entry is whole is not decoded and not re-inspected (its verdicts
+are read back from the entry); any other shard is read, decoded `batch_rows` rows at a time and written to a
+fresh entry, so a task's memory stays one slice of rows whatever the shard's size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray.data
+from ray.data._internal.datasource_v2.common.synthesized_columns import _compute_row_hashes
+
+from pipelines.ingest import ROW_HASH, file_list_reader
+from pipelines.verdicts import Rules, decode_modalities, row_labels, verdict_table
+from resmm.data.batch import UNLABELED, BatchPreprocessor, PreprocessSpec, column_cells
+from resmm.data.cache import (Layout, column_array, decode_versions, entry_key, entry_path, entry_part,
+                              verify_entry, write_entry)
+from resmm.data.split import buckets_of, in_validation
+from resmm.sources.shards import arrow_filesystem, open_filesystem
+
+CACHE_STATE = "cache_state"  # verdict column of a filled shard: built, rebuilt or reused
+CACHE_BYTES = "cache_bytes"
+_VERDICT_COLUMNS = [ROW_HASH, "sample_id", "label", "pattern", "events"]
+
+
+@dataclass(frozen=True)
+class CacheTarget:
+    """Where one run's entries go, and the decode versions that key them (read once, on the driver)."""
+
+    url: str
+    versions: dict
+
+    @classmethod
+    def at(cls, url: str) -> "CacheTarget":
+        return cls(url.rstrip("/"), decode_versions())
+
+    def entry(self, shard, spec: PreprocessSpec) -> tuple[object, str, str]:
+        """(cache filesystem, entry path, key) of one shard."""
+        fs, root = open_filesystem(self.url)
+        key = entry_key(shard, spec, self.versions)
+        return fs, entry_path(root, shard, key), key
+
+
+def fill_shard(shard, spec: PreprocessSpec, rules: Rules, target: CacheTarget, batch_rows: int) -> pa.Table:
+    """Make sure `shard` has a whole entry (decoding it only when it does not) and return its verdict rows,
+    with the cache state and the entry's bytes as two more columns."""
+    fs, path, key = target.entry(shard, spec)
+    problem = verify_entry(fs, path, key, shard.num_rows)
+    if problem is None:
+        with fs.open(path, "rb") as handle:
+            stored = pq.read_table(handle, columns=_VERDICT_COLUMNS)
+        state, size = "reused", int(fs.info(path).get("size") or 0)
+        verdicts = verdict_table(stored.column(ROW_HASH).to_numpy(), [shard.path] * stored.num_rows,
+                                 stored.column("sample_id").to_pylist(), stored.column("label").to_pylist(),
+                                 stored.column("pattern").to_numpy(), stored.column("events").to_pylist(), rules)
+    else:
+        state = "built" if problem == "missing" else "rebuilt"
+        slices: list[pa.Table] = []
+        size = write_entry(fs, path, decoded_parts(shard, spec, rules, batch_rows, slices), key, shard.num_rows,
+                           Layout.of(spec))
+        verdicts = pa.concat_tables(slices) if slices else verdict_table([], [], [], [], np.zeros(0, np.int8),
+                                                                         [], rules)
+    return verdicts.append_column(CACHE_STATE, pa.array([state] * verdicts.num_rows, pa.string())).append_column(
+        CACHE_BYTES, pa.array([size] * verdicts.num_rows, pa.int64()))
+
+
+def decoded_parts(shard, spec: PreprocessSpec, rules: Rules, batch_rows: int, verdicts: list):
+    """The entry's slices of one shard, decoded `batch_rows` rows at a time; appends each slice's verdicts."""
+    preprocessor, layout = BatchPreprocessor(spec), Layout.of(spec)
+    fs, path = open_filesystem(shard.url)
+    offset = 0
+    with fs.open(path, "rb") as handle:
+        parquet = pq.ParquetFile(handle)
+        columns = [c for c in ("sample_id", "label", *spec.modalities) if c in parquet.schema_arrow.names]
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
+            table = pa.Table.from_batches([batch])
+            rows = table.num_rows
+            # Ray's own row hash of this row (file path and position), so that the quarantine, which names rows by
+            # it, means the same rows whether they stream from the source or from the cache.
+            row_hashes = _compute_row_hashes(shard.path, offset, rows)
+            offset += rows
+            values, pattern, events = decode_modalities(table, preprocessor, features=True)
+            sample_ids, labels = column_cells(table.column("sample_id"), rows), row_labels(table)
+            verdicts.append(verdict_table(row_hashes, [shard.path] * rows, sample_ids, labels, pattern, events,
+                                          rules))
+            yield entry_part(row_hashes, sample_ids, labels, buckets_of(sample_ids), pattern, events, values, spec,
+                             layout)
+
+
+def fill_stage(batch: dict, *, shards, spec: PreprocessSpec, rules: Rules, target: CacheTarget,
+               batch_rows: int) -> pa.Table:
+    """map_batches stage over shard indices (one per task)."""
+    return pa.concat_tables([fill_shard(shards[int(i)], spec, rules, target, batch_rows)
+                             for i in batch["shard"]])
+
+
+def fill_entries(shards, spec: PreprocessSpec, rules: Rules, target: CacheTarget,
+                 batch_rows: int) -> ray.data.Dataset:
+    """Verdict rows of every shard (see fill_shard), one task per shard, filling the cache as they go."""
+    return ray.data.from_items([{"shard": i} for i in range(len(shards))], override_num_blocks=len(shards)).map_batches(
+        fill_stage, batch_size=1, batch_format="numpy",
+        fn_kwargs={"shards": tuple(shards), "spec": spec, "rules": rules, "target": target,
+                   "batch_rows": batch_rows},
+    )
+
+
+def unpack_entries(table: pa.Table, *, spec: PreprocessSpec, layout: Layout, quarantined: np.ndarray,
+                   validation: bool | None, val_fraction: float) -> dict:
+    """map_batches stage over entry blocks: drop quarantined rows, keep one side of the split, and hand out the
+    compact arrays with presence and label indices (expand_batch widens them on the worker)."""
+    keep = np.ones(table.num_rows, dtype=bool)
+    if len(quarantined):
+        keep &= ~np.isin(table.column(ROW_HASH).to_numpy(), quarantined)
+    if validation is not None:
+        in_val = in_validation(table.column("split_bucket").to_numpy(), val_fraction)
+        keep &= in_val if validation else ~in_val
+    table = table.filter(pa.array(keep))
+    pattern = table.column("pattern").to_numpy()
+    out = {}
+    for bit, m in enumerate(spec.modalities):
+        out[m] = column_array(table.column(m), *layout.shapes[m])
+        out[f"{m}_present"] = ((pattern >> bit) & 1).astype(np.float32)
+    index = {name: i for i, name in enumerate(spec.classes)}
+    out["label"] = np.array([index.get(v, UNLABELED) for v in table.column("label").to_pylist()], dtype=np.int64)
+    return out
+
+
+def read_cached_split(entries: list[str], cache_url: str, spec: PreprocessSpec, *, validation: bool | None,
+                      val_fraction: float, quarantined: np.ndarray | None = None) -> ray.data.Dataset:
+    """Stream one side of the split (or every row) from the entries of a validated source: no decoding."""
+    fs, _ = open_filesystem(cache_url)
+    with file_list_reader(ray.data.DataContext.get_current()):
+        dataset = ray.data.read_parquet(entries, filesystem=arrow_filesystem(fs),
+                                        columns=[ROW_HASH, "label", "split_bucket", "pattern", *spec.modalities],
+                                        override_num_blocks=len(entries))
+    return dataset.map_batches(
+        unpack_entries, batch_format="pyarrow", batch_size=None,
+        fn_kwargs={"spec": spec, "layout": Layout.of(spec), "validation": validation, "val_fraction": val_fraction,
+                   "quarantined": quarantined if quarantined is not None else np.zeros(0, np.uint64)},
+    )

@@ -1,0 +1,78 @@
+"""Per-row verdicts of the validation stage: what decoding found in a row, judged by the run's rules."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from pipelines.ingest import ROW_HASH
+from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells, label_name
+from resmm.data.split import is_validation
+from resmm.sources.quarantine import id_hashes, row_faults
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What counts as a fault in one source."""
+
+    labelled: bool  # the split must carry labels (training, evaluation)
+    null_label_is_fault: bool  # data.unlabeled_rows == "quarantine"
+    classes: tuple[str, ...] | None  # data.classes when configured
+    val_fraction: float | None  # hash-split the rows into train/val sides (None: one side)
+
+
+def inspect_batch(table: pa.Table, *, spec: PreprocessSpec, rules: Rules) -> pa.Table:
+    """map_batches stage: one verdict row per input row (ids hashed, bytes dropped); see verdict_table."""
+    _, pattern, events = decode_modalities(table, BatchPreprocessor(spec), features=False)
+    return verdict_table(table.column(ROW_HASH).to_numpy(), table.column("path").to_pylist(),
+                         column_cells(table.column("sample_id"), table.num_rows), row_labels(table), pattern,
+                         events, rules)
+
+
+def decode_modalities(table: pa.Table, preprocessor: BatchPreprocessor, features: bool):
+    """Decode every modality of a contract batch: (values per modality, or {} without features; presence
+    pattern, bit i = modality i; per row the comma-joined faults and limits, or None)."""
+    rows, names = table.num_rows, table.column_names
+    values, pattern = {}, np.zeros(rows, dtype=np.int8)
+    events: list[list[str]] = [[] for _ in range(rows)]
+    for bit, modality in enumerate(preprocessor.spec.modalities):
+        cells = column_cells(table.column(modality) if modality in names else None, rows)
+        decoded = preprocessor.decode_column(modality, cells, features=features)
+        if features:
+            values[modality] = decoded.values
+        pattern |= decoded.present.astype(np.int8) << bit
+        for i, event in enumerate(decoded.events):
+            if event:
+                events[i].append(event)
+    return values, pattern, [",".join(e) if e else None for e in events]
+
+
+def row_labels(table: pa.Table) -> list:
+    """The label column as class names (None: unlabeled or no label column)."""
+    column = table.column("label") if "label" in table.column_names else None
+    return [label_name(v) for v in column_cells(column, table.num_rows)]
+
+
+def verdict_table(row_hashes, paths, sample_ids: list, labels: list, pattern: np.ndarray, events: list,
+                  rules: Rules) -> pa.Table:
+    """The verdict rows the driver sums (_Verdicts.add), from what decoding found (pattern, events) and the
+    run's rules (row faults, split side), which are judged afresh every run.
+
+    Columns: row_hash, path, id_hash, is_val, label, pattern (bit i = modality i present after decoding),
+    reason (row fault or null), events (comma-joined modality faults and limits, or null).
+    """
+    classes = set(rules.classes) if rules.classes else None
+    reasons = row_faults(sample_ids, labels, classes, rules.labelled and rules.null_label_is_fault)
+    is_val = (is_validation(sample_ids, rules.val_fraction) if rules.val_fraction is not None
+              else np.zeros(len(sample_ids), dtype=bool))
+    return pa.table({
+        ROW_HASH: pa.array(row_hashes, pa.uint64()),
+        "path": pa.array(paths, pa.string()),
+        "id_hash": pa.array(id_hashes(sample_ids), pa.uint64()),
+        "is_val": pa.array(is_val),
+        "label": pa.array(labels, pa.string()),
+        "pattern": pa.array(pattern, pa.int8()),
+        "reason": pa.array(reasons, pa.string()),
+        "events": pa.array(events, pa.string()),
+    })
