@@ -66,6 +66,11 @@ $(PETASTORM_VENV)/.installed:
 	@echo ">> installing Petastorm 0.13.1 into $(PETASTORM_VENV) (pyarrow 12, numpy<2)"
 	@$(PETASTORM_VENV)/bin/python -m pip install -q petastorm==0.13.1 pyarrow==12.0.1 "numpy<2" "pandas<2.3" \
 	  pillow soundfile "scipy<1.14" 2>&1 | $(PIP_FILTER)
+	@# The shared resampling work of every feed runs in torch, and resmm's preprocessor needs pydantic. torch goes
+	@# in without its dependency on a newer setuptools, which petastorm 0.13.1 refuses (setuptools<70).
+	@$(PETASTORM_VENV)/bin/python -m pip install -q "pydantic>=2" pyyaml 2>&1 | $(PIP_FILTER)
+	@$(PETASTORM_VENV)/bin/python -m pip install -q --no-deps torch==2.13.0 filelock sympy mpmath networkx jinja2 \
+	  markupsafe 2>&1 | $(PIP_FILTER)
 	@touch $@
 
 $(VENV)/.bench-installed: $(STAMP)

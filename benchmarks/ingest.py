@@ -1,17 +1,21 @@
-"""Ingest benchmark: resmm's Ray Data feed against a plain PyTorch DataLoader, Petastorm and Hugging Face
-`datasets`, on the same Parquet shards, with the same transforms, on the same cores.
+"""Ingest benchmark: resmm's feed (Ray Data, decoded-feature cache) against a plain PyTorch DataLoader that
+re-decodes every epoch, the same DataLoader reading resmm's cache, Hugging Face `datasets` with its own map cache,
+and Petastorm: the same Parquet shards, transforms, batch size (64), output dtypes and resampling work.
 
     python benchmarks/ingest.py [--data DIR] [--scales 1 10] [--systems resmm dataloader ...] [--runs 3]
-                                [--name latest] [-- key=value ...]
+                                [--epochs 5] [--name latest] [-- key=value ...]
 
 key=value are resmm config overrides for resmm's feed (e.g. data.object_store_budget_mb=512); results of a
 run with overrides belong under another --name, so that latest.json keeps the defaults.
 
-Every run is a fresh process (see benchmarks/feeds.py); its throughput counts the rows it delivered over the
-seconds it iterated (start-up excluded), and its memory is the peak summed RSS of its whole process tree
-(Ray's raylet, workers and object store included), sampled every 100 ms; its summed PSS, which counts a
-shared page once, is sampled every 0.5 s. 10x repeats every shard ten times
-(symlinks), so the data is real and the ratio isolates how memory grows with the amount read.
+Every run is a fresh process with cold caches (a new cache directory for resmm and HF), iterating `--epochs`
+epochs; runs are interleaved (run 1 of every system, then run 2, ...) and medians are reported. Epoch 1 (which
+fills the caches) and epochs 2+ are reported apart. CPU-seconds per 1,000 rows sum user+system time over the whole
+process tree (Ray's raylet and workers, DataLoader workers), sampled every 100 ms and matched with each epoch's
+start and end. Memory: peak summed RSS of the tree, and, sampled every 0.5 s, its summed PSS (a shared page
+counted once) and summed anonymous RSS (heap and object-store pages the processes own, without file mappings
+such as the page cache of mapped entries). 10x repeats every shard ten times (symlinks), so the data is real
+and the ratio isolates how memory grows with the amount read.
 Results: benchmarks/results/latest.{json,md} (keys ingest_samples_per_s, peak_rss_mb, ingest).
 """
 from __future__ import annotations
@@ -35,7 +39,7 @@ sys.path.insert(0, str(HERE))
 
 from results_io import update_latest  # noqa: E402
 
-SYSTEMS = ("resmm", "dataloader", "petastorm", "hf_datasets")
+SYSTEMS = ("resmm", "dataloader", "dataloader_on_cache", "hf_datasets", "petastorm")
 PETASTORM_PYTHON = REPO / ".venv-petastorm" / "bin" / "python"
 
 
@@ -71,62 +75,153 @@ def label_counts(files: list[str]) -> tuple[list[str], list[int]]:
 PSS_EVERY_S = 0.5  # PSS reads /proc/PID/smaps_rollup (about 1 ms a process), so it is sampled less often
 
 
-def tree_memory_bytes(proc: psutil.Process, with_pss: bool) -> tuple[int, int | None]:
-    """(summed RSS, summed PSS or None) of a process and all its descendants.
+def anonymous_rss(pid: int) -> int:
+    """RssAnon of a process, bytes (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
-    Summed RSS counts a shared page (Ray's object store, shared libraries) once in every process that maps
-    it; PSS splits each shared page between its processes, so its sum is the tree's real footprint.
-    """
-    rss, pss = 0, 0 if with_pss else None
-    for p in [proc, *proc.children(recursive=True)]:
+
+class TreeSampler:
+    """Samples a process tree: peak summed RSS, PSS and anonymous RSS, and cumulative CPU-seconds over time."""
+
+    def __init__(self, pid: int):
+        self.root = psutil.Process(pid)
+        self.cpu_by_pid: dict[int, float] = {}
+        self.cpu_series: list[tuple[float, float]] = []  # (time.time(), CPU-seconds of the tree so far)
+        self.peak_rss = self.peak_pss = self.peak_anon = 0
+        self.next_full = time.monotonic()
+
+    def sample(self) -> None:
+        full = time.monotonic() >= self.next_full
+        rss = pss = anon = 0
         try:
-            if with_pss:
-                info = p.memory_full_info()
-                rss, pss = rss + info.rss, pss + info.pss
-            else:
-                rss += p.memory_info().rss
+            processes = [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
-            pass
-    return rss, pss
+            return
+        for p in processes:
+            try:
+                times = p.cpu_times()
+                self.cpu_by_pid[p.pid] = times.user + times.system  # not children_*: a reaped child is counted already
+                if full:
+                    info = p.memory_full_info()
+                    rss, pss, anon = rss + info.rss, pss + info.pss, anon + anonymous_rss(p.pid)
+                else:
+                    rss += p.memory_info().rss
+            except psutil.Error:
+                pass
+        self.cpu_series.append((time.time(), sum(self.cpu_by_pid.values())))
+        self.peak_rss = max(self.peak_rss, rss)
+        if full:
+            self.peak_pss, self.peak_anon = max(self.peak_pss, pss), max(self.peak_anon, anon)
+            self.next_full = time.monotonic() + PSS_EVERY_S
+
+    def cpu_between(self, start: float, end: float) -> float:
+        """CPU-seconds the tree spent between two wall-clock times (nearest samples)."""
+        def at(moment):
+            return min(self.cpu_series, key=lambda s: abs(s[0] - moment))[1]
+
+        return max(0.0, at(end) - at(start))
+
+
+def run_child(python: str, args: list[str], timeout_s: float, sampler_wanted: bool = True):
+    """Run `feeds.py ARGS` in a fresh process; (its RESULT json, the sampler), or (None, sampler) on failure."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([python, str(HERE / "feeds.py"), *args], cwd=REPO, stdout=out, stderr=err, text=True)
+        sampler, deadline = TreeSampler(proc.pid), time.monotonic() + timeout_s
+        while proc.poll() is None and time.monotonic() < deadline:
+            if sampler_wanted:
+                sampler.sample()
+            time.sleep(0.1)
+        if proc.poll() is None:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.kill()
+            proc.kill()
+            proc.wait()
+            print(f"[bench] {args[0]} did not finish within {timeout_s:.0f} s; run counted as failed", flush=True)
+            return None, sampler
+        out.seek(0)
+        err.seek(0)
+        result = next((line for line in out.read().splitlines() if line.startswith("RESULT ")), None)
+        if proc.returncode != 0 or result is None:
+            print(f"[bench] {args[0]} failed (exit {proc.returncode}): {err.read()[-2000:]}", flush=True)
+            return None, sampler
+    return json.loads(result.removeprefix("RESULT ")), sampler
 
 
 def run_once(system: str, job_file: Path, timeout_s: float) -> dict | None:
     """One fresh process; None (reported, never silently dropped) when it fails or runs past timeout_s."""
     python = str(PETASTORM_PYTHON) if system == "petastorm" else sys.executable
-    # Output goes to files, not pipes: a chatty child would block on a full pipe while we only sample RSS.
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([python, str(HERE / "feeds.py"), system, str(job_file)], cwd=REPO,
-                                stdout=out, stderr=err, text=True)
-        watched, deadline = psutil.Process(proc.pid), time.monotonic() + timeout_s
-        peak_rss = peak_pss = 0
-        next_pss = time.monotonic()
-        while proc.poll() is None and time.monotonic() < deadline:
-            with_pss = time.monotonic() >= next_pss
-            try:
-                rss, pss = tree_memory_bytes(watched, with_pss)
-            except psutil.Error:
-                rss, pss = 0, None
-            peak_rss = max(peak_rss, rss)
-            if pss is not None:
-                peak_pss, next_pss = max(peak_pss, pss), time.monotonic() + PSS_EVERY_S
-            time.sleep(0.1)
-        if proc.poll() is None:
-            for child in watched.children(recursive=True):
-                child.kill()
-            proc.kill()
-            proc.wait()
-            print(f"[bench] {system} did not finish within {timeout_s:.0f} s; run counted as failed", flush=True)
-            return None
-        out.seek(0)
-        err.seek(0)
-        result = next((line for line in out.read().splitlines() if line.startswith("RESULT ")), None)
-        if proc.returncode != 0 or result is None:
-            print(f"[bench] {system} failed (exit {proc.returncode}): {err.read()[-2000:]}", flush=True)
-            return None
-    measured = json.loads(result.removeprefix("RESULT "))
-    return {"rows": measured["rows"], "seconds": measured["seconds"],
-            "samples_per_s": measured["rows"] / measured["seconds"], "peak_rss_mb": peak_rss / 2**20,
-            "peak_pss_mb": peak_pss / 2**20}
+    result, sampler = run_child(python, [system, str(job_file)], timeout_s)
+    if result is None:
+        return None
+    epochs = result["epochs"]
+    later = epochs[1:] or epochs
+
+    def rate(records):
+        return sum(r["rows"] for r in records) / sum(r["end"] - r["start"] for r in records)
+
+    def cpu_per_1000(records):
+        cpu = sum(sampler.cpu_between(r["start"], r["end"]) for r in records)
+        return 1000 * cpu / max(1, sum(r["rows"] for r in records))
+
+    return {"rows": epochs[0]["rows"], "epochs": len(epochs),
+            "epoch1_samples_per_s": rate(epochs[:1]), "epoch2plus_samples_per_s": rate(later),
+            "epoch1_cpu_s_per_1000": cpu_per_1000(epochs[:1]), "epoch2plus_cpu_s_per_1000": cpu_per_1000(later),
+            "peak_rss_mb": sampler.peak_rss / 2**20, "peak_pss_mb": sampler.peak_pss / 2**20,
+            "peak_anon_rss_mb": sampler.peak_anon / 2**20}
+
+
+MEASURES = ("epoch1_samples_per_s", "epoch2plus_samples_per_s", "epoch1_cpu_s_per_1000", "epoch2plus_cpu_s_per_1000",
+            "peak_rss_mb", "peak_pss_mb", "peak_anon_rss_mb")
+
+
+def measure_scale(args, data_dir: Path, scale: int, work: Path) -> tuple[list[dict], list[str]]:
+    """Every system at one scale, runs interleaved; one row per system with the medians."""
+    files = scaled_files(data_dir, scale, work)
+    classes, counts = label_counts(files)
+    systems = args.systems if scale == 1 else [s for s in args.systems if s in args.systems_10x]
+    runs = args.runs if scale == 1 else args.runs_10x
+    epochs = args.epochs if scale == 1 else args.epochs_10x
+    job = {"files": files, "classes": classes, "class_counts": counts, "overrides": args.overrides,
+           "epochs": epochs, "cache": str(work / f"shared-cache-{scale}")}
+    if "dataloader_on_cache" in systems:  # the cache it reads, filled once, before any clock starts
+        filled, _ = run_child(sys.executable, ["fill", str(write_job(work, "fill", scale, job))], args.timeout, False)
+        job["entries"] = filled["entries"]
+    measured = {s: [] for s in systems}
+    notes = []
+    for run in range(runs):
+        for system in systems:
+            job_file = write_job(work, f"{system}-{run}", scale, {**job, "cache": str(work / f"cache-{system}-{run}-{scale}")}
+                                 if system in ("resmm", "hf_datasets") else job)
+            result = run_once(system, job_file, args.timeout)
+            if result is None:
+                notes.append(f"{system} at {scale}x: run {run + 1} failed or timed out")
+                continue
+            measured[system].append(result)
+            print(f"[bench] ingest {system} {scale}x run {run + 1}/{runs}: {result['rows']} rows x {epochs} epochs, "
+                  f"epoch 1 {result['epoch1_samples_per_s']:.0f} rows/s, epochs 2+ "
+                  f"{result['epoch2plus_samples_per_s']:.0f} rows/s ({result['epoch2plus_cpu_s_per_1000']:.2f} "
+                  f"CPU-s/1k rows), peak RSS {result['peak_rss_mb']:.0f} MB, PSS {result['peak_pss_mb']:.0f} MB, "
+                  f"anon {result['peak_anon_rss_mb']:.0f} MB", flush=True)
+    rows = []
+    for system, results in measured.items():
+        if results:
+            rows.append({"system": system, "scale": scale, "rows": results[0]["rows"], "epochs": epochs,
+                         "runs": len(results), **{m: statistics.median(r[m] for r in results) for m in MEASURES},
+                         "runs_epoch2plus_samples_per_s": [r["epoch2plus_samples_per_s"] for r in results]})
+    return rows, notes
+
+
+def write_job(work: Path, name: str, scale: int, job: dict) -> Path:
+    path = work / f"job-{name}-{scale}.json"
+    path.write_text(json.dumps(job))
+    return path
 
 
 def main(argv=None) -> int:
@@ -135,10 +230,12 @@ def main(argv=None) -> int:
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per run at 1x (epoch 1 + at least 4)")
     parser.add_argument("--runs-10x", type=int, default=1, help="runs at scales above 1 (each reads 10x the data)")
+    parser.add_argument("--epochs-10x", type=int, default=2, help="epochs per run at scales above 1")
     parser.add_argument("--systems-10x", nargs="+", choices=SYSTEMS, default=["resmm", "dataloader"],
                         help="systems measured at scales above 1")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds before a run counts as failed")
+    parser.add_argument("--timeout", type=float, default=1200, help="seconds before a run counts as failed")
     parser.add_argument("--name", default="latest", help="results file stem under benchmarks/results/")
     parser.add_argument("overrides", nargs="*", help="resmm config overrides for resmm's feed")
     args = parser.parse_args(argv)
@@ -156,58 +253,37 @@ def main(argv=None) -> int:
     rows, notes = [], []
     with tempfile.TemporaryDirectory(prefix="resmm-bench-") as work:
         for scale in args.scales:
-            files = scaled_files(data_dir, scale, Path(work))
-            classes, counts = label_counts(files)
-            job_file = Path(work) / f"job-{scale}.json"
-            job_file.write_text(json.dumps({"files": files, "classes": classes, "class_counts": counts,
-                                             "overrides": args.overrides}))
-            runs = args.runs if scale == 1 else args.runs_10x
-            for system in args.systems if scale == 1 else [s for s in args.systems if s in args.systems_10x]:
-                measured, failed = [], 0
-                for run in range(runs):
-                    result = run_once(system, job_file, args.timeout)
-                    if result is None:
-                        failed += 1
-                        continue
-                    measured.append(result)
-                    print(f"[bench] ingest {system} {scale}x run {run + 1}/{runs}: {result['rows']} rows, "
-                          f"{result['samples_per_s']:.1f} samples/s, peak RSS {result['peak_rss_mb']:.0f} MB, "
-                          f"peak PSS {result['peak_pss_mb']:.0f} MB",
-                          flush=True)
-                if failed:
-                    notes.append(f"{system} at {scale}x: {failed} of {runs} runs failed or timed out")
-                if not measured:
-                    continue
-                rows.append({
-                    "system": system, "scale": scale, "rows": measured[0]["rows"],
-                    "samples_per_s": statistics.median(m["samples_per_s"] for m in measured),
-                    "runs_samples_per_s": [m["samples_per_s"] for m in measured],
-                    "peak_rss_mb": statistics.median(m["peak_rss_mb"] for m in measured),
-                    "peak_pss_mb": statistics.median(m["peak_pss_mb"] for m in measured),
-                })
+            scale_rows, scale_notes = measure_scale(args, data_dir, scale, Path(work))
+            rows += scale_rows
+            notes += scale_notes
     # Systems not measured this time keep their previous rows, so one system can be re-measured alone.
     previous_path = HERE / "results" / f"{args.name}.json"
     previous = json.loads(previous_path.read_text()).get("ingest", {}) if previous_path.exists() else {}
     measured_now = {(r["system"], r["scale"]) for r in rows}
-    rows = [r for r in previous.get("rows", []) if (r["system"], r["scale"]) not in measured_now] + rows
+    rows = [r for r in previous.get("rows", []) if (r["system"], r["scale"]) not in measured_now
+            and "epoch2plus_samples_per_s" in r] + rows
     rows.sort(key=lambda r: (r["scale"], SYSTEMS.index(r["system"])))
-    for row in rows:
-        resmm = next((r for r in rows if r["system"] == "resmm" and r["scale"] == row["scale"]), None)
-        row["resmm_ratio"] = resmm["samples_per_s"] / row["samples_per_s"] if resmm else None
     by = {(r["system"], r["scale"]): r for r in rows}
-    notes.append("Every feed decodes PNG to 3x32x32, hashes text to 48 token ids and computes a 32-band log-mel "
-                 "of 1 s at 8 kHz with resmm's own BatchPreprocessor; resmm's feed also draws balanced "
-                 "resampling copies, as data.resample=balanced feeds them.")
+    notes.append("Every feed decodes PNG to 3x32x32, hashes text to 48 token ids and computes a 32-band log-mel of "
+                 "1 s at 8 kHz with resmm's own BatchPreprocessor, delivers batches of 64 rows as float32 pixels and "
+                 "log-mel and int64 tokens, and draws balanced Poisson resampling copies of every batch.")
+    ingest = {f"{s}": by[(s, 1)]["epoch2plus_samples_per_s"] for s in SYSTEMS if (s, 1) in by and s != "resmm"}
+    if ("resmm", 1) in by:
+        ingest = {"resmm_epoch1": by[("resmm", 1)]["epoch1_samples_per_s"],
+                  "resmm_epoch2plus": by[("resmm", 1)]["epoch2plus_samples_per_s"], **ingest}
     keys = {
-        "ingest_samples_per_s": {s: by[(s, 1)]["samples_per_s"] for s in SYSTEMS if (s, 1) in by},
+        "ingest_samples_per_s": ingest,
+        "ingest_cpu_s_per_1000_rows": {s: by[(s, 1)]["epoch2plus_cpu_s_per_1000"] for s in SYSTEMS if (s, 1) in by},
         "peak_rss_mb": {f"{s}_{k}x": by[(s, k)]["peak_rss_mb"] for (s, k) in by},
-        "peak_pss_mb": {f"{s}_{k}x": by[(s, k)]["peak_pss_mb"] for (s, k) in by if "peak_pss_mb" in by[(s, k)]},
+        "peak_pss_mb": {f"{s}_{k}x": by[(s, k)]["peak_pss_mb"] for (s, k) in by},
+        "peak_anon_rss_mb": {f"{s}_{k}x": by[(s, k)]["peak_anon_rss_mb"] for (s, k) in by},
         "ingest": {"rows": rows, "notes": notes},
     }
     if args.overrides:
         notes.append("resmm's feed ran with config overrides: " + " ".join(args.overrides))
     path = update_latest(keys, args.name)
-    print(json.dumps({k: keys[k] for k in ("ingest_samples_per_s", "peak_rss_mb", "peak_pss_mb")}, indent=2))
+    print(json.dumps({k: keys[k] for k in ("ingest_samples_per_s", "ingest_cpu_s_per_1000_rows", "peak_rss_mb")},
+                     indent=2))
     print(f"[bench] wrote {path} and {path.with_suffix('.md')}")
     return 0
 

@@ -30,13 +30,19 @@ def markdown(results: dict) -> str:
     lines = [f"# resmm benchmarks ({results['machine']['cpus']} CPUs, {results['machine']['updated']})", ""]
     ingest = results.get("ingest")
     if ingest:
-        lines += ["## Ingest: the same shards and transforms, samples/s (median of runs) and peak RSS of the process tree",
-                  "", "| system | scale | samples/s (median) | runs | peak RSS MB (median) | peak PSS MB (median) | "
-                  "resmm ÷ this |", "|---|---|---|---|---|---|---|"]
+        lines += ["## Ingest: the same shards, transforms, batches, dtypes and resampling; medians of interleaved runs",
+                  "", "| system | scale | epochs | epoch 1 rows/s | epochs 2+ rows/s | runs (epochs 2+) | "
+                  "CPU-s / 1k rows, epoch 1 | CPU-s / 1k rows, epochs 2+ | peak RSS MB | peak PSS MB | "
+                  "peak anon RSS MB | resmm epochs 2+ ÷ this |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in ingest["rows"]:
-            lines.append(f"| {row['system']} | {row['scale']}x | {_fmt(row['samples_per_s'])} | "
-                         f"{', '.join(_fmt(r) for r in row['runs_samples_per_s'])} | {_fmt(row['peak_rss_mb'], 0)} | "
-                         f"{_fmt(row.get('peak_pss_mb'), 0)} | {_fmt(row.get('resmm_ratio'), 2)}x |")
+            resmm = next((r for r in ingest["rows"] if r["system"] == "resmm" and r["scale"] == row["scale"]), None)
+            ratio = resmm["epoch2plus_samples_per_s"] / row["epoch2plus_samples_per_s"] if resmm else None
+            lines.append(f"| {row['system']} | {row['scale']}x | {row['epochs']} | {_fmt(row['epoch1_samples_per_s'])} | "
+                         f"{_fmt(row['epoch2plus_samples_per_s'])} | "
+                         f"{', '.join(_fmt(r) for r in row['runs_epoch2plus_samples_per_s'])} | "
+                         f"{_fmt(row['epoch1_cpu_s_per_1000'], 2)} | {_fmt(row['epoch2plus_cpu_s_per_1000'], 2)} | "
+                         f"{_fmt(row['peak_rss_mb'], 0)} | {_fmt(row['peak_pss_mb'], 0)} | "
+                         f"{_fmt(row['peak_anon_rss_mb'], 0)} | {_fmt(ratio, 2)}x |")
         lines += [""] + [f"- {note}" for note in ingest.get("notes", [])] + [""]
     train = results.get("train")
     if train:

@@ -17,7 +17,7 @@ from pipelines.validation import Rules, Validation, validate_source, write_quara
 from resmm.config import Config
 from resmm.sources.contract import resolve_classes
 from resmm.data.batch import PreprocessSpec
-from resmm.data.cache import CacheStats, expand_batch
+from resmm.data.cache import CacheStats, cache_url, expand_batch
 from resmm.data.lengths import LengthChoice
 from resmm.modalities import resolve_lengths
 from resmm.datasets import demo
@@ -128,7 +128,7 @@ def cache_target(cfg: Config) -> CacheTarget | None:
     """Where the run's decoded-feature cache lives (None: data.cache=off)."""
     if cfg.data.cache == "off":
         return None
-    return CacheTarget.at(cfg.data.cache_path or f"{storage_uri(cfg.train.storage_path)}/feature-cache")
+    return CacheTarget.at(cache_url(cfg))
 
 
 def cache_summary(checks: dict[str, Validation]) -> dict:

@@ -9,38 +9,62 @@ import feeds  # noqa: E402
 from results_io import markdown  # noqa: E402
 
 
-def test_resmm_and_dataloader_feeds_deliver_every_row(local_ray, shard_dir):
-    files = sorted(str(p) for p in shard_dir.glob("*.parquet"))
-    classes, counts = ["0", "1", "2"], [12, 12, 12]
-    for feed in (feeds.feed_dataloader, feeds.feed_resmm):
-        rows, seconds = feed(files, classes, counts)
-        assert rows == 36 and seconds > 0, feed.__name__
+def job(shard_dir, tmp_path, epochs=2, overrides=()):
+    return {"files": sorted(str(p) for p in shard_dir.glob("*.parquet")), "classes": ["0", "1", "2"],
+            "class_counts": [12, 12, 12], "epochs": epochs, "cache": str(tmp_path / "cache"),
+            "overrides": list(overrides)}
 
 
-def test_resmm_feed_under_a_small_object_store_budget_still_delivers_every_row(local_ray, shard_dir):
+def test_every_feed_delivers_every_row_every_epoch(local_ray, shard_dir, tmp_path):
+    """Each feed yields the 36 rows of the shards per epoch (in full batches of 64, so 0 rows: too few), and
+    dataloader_on_cache reads what resmm's fill wrote. With 3 shards of 12 rows, batches are partial: the feeds
+    are run with a batch of 4 rows."""
+    original = feeds.BATCH
+    feeds.BATCH = 4
+    try:
+        spec = job(shard_dir, tmp_path)
+        filled = feeds._fill(spec["files"], feeds.default_spec(spec["classes"]), str(tmp_path / "shared"))
+        spec["entries"] = list(filled.entries)
+        for name in ("resmm", "dataloader", "dataloader_on_cache", "hf_datasets"):
+            epochs = feeds.FEEDS[name]({**spec, "cache": str(tmp_path / name)})
+            assert [e["rows"] for e in epochs] == [36, 36], name
+            assert all(e["end"] > e["start"] for e in epochs), name
+    finally:
+        feeds.BATCH = original
+
+
+def test_resmm_feed_under_a_small_object_store_budget_still_delivers_every_row(local_ray, shard_dir, tmp_path):
     import ray.data
 
     from resmm.config import load_config
     from resmm.train.driver import configure_execution
 
-    files = sorted(str(p) for p in shard_dir.glob("*.parquet"))
+    original = feeds.BATCH
+    feeds.BATCH = 4
     try:
-        rows, _ = feeds.feed_resmm(files, ["0", "1", "2"], [12, 12, 12], ["data.object_store_budget_mb=64"])
+        epochs = feeds.feed_resmm(job(shard_dir, tmp_path, 1, ["data.object_store_budget_mb=64"]))
         assert ray.data.DataContext.get_current().execution_options.resource_limits.object_store_memory == 64 * 2**20
-        assert rows == 36
+        assert epochs[0]["rows"] == 36
     finally:  # the session's other tests keep Ray's defaults
+        feeds.BATCH = original
         configure_execution(ray.data.DataContext.get_current().execution_options, load_config())
 
 
-def test_results_table_shows_medians_and_ratio():
+def test_results_table_shows_both_epoch_phases_cpu_and_ratio():
+    row = {"system": "resmm", "scale": 1, "epochs": 5, "epoch1_samples_per_s": 1300.0,
+           "epoch2plus_samples_per_s": 9000.0, "runs_epoch2plus_samples_per_s": [9000.0], "epoch1_cpu_s_per_1000": 1.5,
+           "epoch2plus_cpu_s_per_1000": 0.17, "peak_rss_mb": 3500.0, "peak_pss_mb": 2000.0, "peak_anon_rss_mb": 2200.0}
+    dataloader = {**row, "system": "dataloader", "epoch2plus_samples_per_s": 3000.0,
+                  "runs_epoch2plus_samples_per_s": [3000.0]}
     table = markdown({
         "machine": {"cpus": 2, "updated": "now"},
-        "ingest": {"rows": [{"system": "resmm", "scale": 1, "samples_per_s": 700.0, "runs_samples_per_s": [700.0],
-                             "peak_rss_mb": 4000.0, "resmm_ratio": 1.0}], "notes": []},
+        "ingest": {"rows": [row, dataloader], "notes": []},
         "train": {"rows": {"streaming": {"samples_per_s": 300.0, "runs_samples_per_s": [300.0],
                                          "stall_fraction": 0.3}}, "streaming_over_in_memory": 0.69, "notes": []},
     })
-    assert "| resmm | 1x | 700.0 | 700.0 | 4,000 | n/a | 1.00x |" in table and "**0.690x**" in table
+    assert "| resmm | 1x | 5 | 1,300.0 | 9,000.0 | 9,000.0 | 1.50 | 0.17 | 3,500 | 2,000 | 2,200 | 1.00x |" in table
+    assert "| dataloader | 1x | 5 | 1,300.0 | 3,000.0 | 3,000.0 | 1.50 | 0.17 | 3,500 | 2,000 | 2,200 | 3.00x |" in table
+    assert "**0.690x**" in table
 
 
 def test_missing_bound_copy_nulls_only_the_chosen_modality_in_a_stable_half(tmp_path, shard_dir):

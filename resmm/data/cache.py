@@ -237,6 +237,15 @@ class CacheStats:
                                                  "rebuilt_corrupt": self.entries_rebuilt}}
 
 
+def cache_url(cfg) -> str:
+    """The run's cache root: `data.cache_path`, else `<train.storage_path>/feature-cache` (a local path made
+    absolute, as Ray Train's storage is)."""
+    if cfg.data.cache_path:
+        return cfg.data.cache_path.rstrip("/")
+    storage = cfg.train.storage_path
+    return f"{storage if '://' in storage else Path(storage).expanduser().resolve()}/feature-cache"
+
+
 def list_entries(fs, root: str) -> list[dict]:
     """Every entry under a cache root: path, bytes, modification time (seconds since the epoch)."""
     if not fs.exists(root):

@@ -25,28 +25,40 @@ def epoch_rates(data_cfg, classes, class_counts: list[int], rows: int, epoch: in
     return torch.tensor(rates, dtype=torch.float32), epoch_rows / max(rows, 1)
 
 
+# Rows per pull from Ray Data. Ray's iterator costs a fixed amount of Python per batch, run in prefetch threads
+# that share the GIL with the training step, so small pulls cap a cached feed near 10k rows/s on 2 cores; pulls
+# of 512 rows, sliced here, double that (benchmarks/results/). Slicing a pulled chunk costs views only.
+PULL_ROWS = 512
+
+
 def fed_batches(shard, batch_size: int, device, rates: torch.Tensor | None, unlabeled_rate: float,
                 generator: torch.Generator, shuffle_seed: int, prefetch_batches: int = 1, spec=None):
-    """One pass over the worker's shard as fixed-size batches; with `rates`, each streamed row is fed
-    k ~ Poisson(rate[label]) times (see resmm.data.resample). Rows stream: at most one batch is buffered.
-    With `spec`, cached compact features are widened to model inputs on `device` as they arrive."""
-    batches = shard.iter_torch_batches(
-        batch_size=batch_size, drop_last=rates is None, device=device, local_shuffle_buffer_size=4 * batch_size,
-        local_shuffle_seed=shuffle_seed, prefetch_batches=prefetch_batches,
+    """One pass over the worker's shard as full batches of `batch_size` rows (a last partial batch is dropped);
+    with `rates`, each streamed row is fed k ~ Poisson(rate[label]) times (see resmm.data.resample).
+
+    Rows stream: at most one pulled chunk (PULL_ROWS, or one batch if larger) is buffered; `prefetch_batches`
+    batches' worth of rows are fetched ahead. With `spec`, cached compact features are widened to model inputs on
+    `device` as they arrive (resmm.data.cache.expand_batch)."""
+    pull = max(batch_size, PULL_ROWS // batch_size * batch_size)
+    chunks = shard.iter_torch_batches(
+        batch_size=pull, device=device, local_shuffle_buffer_size=2 * pull, local_shuffle_seed=shuffle_seed,
+        prefetch_batches=max(1, prefetch_batches * batch_size // pull) if prefetch_batches else 0,
     )
-    if spec is not None:
-        batches = (expand_batch(batch, spec) for batch in batches)
-    if rates is None:
-        yield from batches
-        return
     pending: dict | None = None
-    for batch in batches:
-        index = resample_rows(batch["label"].cpu(), rates, unlabeled_rate, generator).to(batch["label"].device)
-        chunk = {k: v[index] for k, v in batch.items()}
-        pending = chunk if pending is None else {k: torch.cat([pending[k], chunk[k]]) for k in chunk}
-        while len(pending["label"]) >= batch_size:
-            yield {k: v[:batch_size] for k, v in pending.items()}
-            pending = {k: v[batch_size:] for k, v in pending.items()}
+    for chunk in chunks:
+        if spec is not None:
+            chunk = expand_batch(chunk, spec)
+        if rates is not None:
+            index = resample_rows(chunk["label"].cpu(), rates, unlabeled_rate, generator).to(chunk["label"].device)
+            chunk = {k: v[index] for k, v in chunk.items()}
+        if pending is not None and len(pending["label"]):  # a partial batch left from the last chunk
+            chunk = {k: torch.cat([pending[k], chunk[k]]) for k in chunk}
+        pending = chunk
+        start = 0
+        while len(pending["label"]) - start >= batch_size:
+            yield {k: v[start: start + batch_size] for k, v in pending.items()}
+            start += batch_size
+        pending = {k: v[start:] for k, v in pending.items()}
 
 
 def transform_fed_batch(batch: dict, modalities, augment: bool, modality_dropout: float,

@@ -70,5 +70,12 @@ def test_prefetch_batches_reach_iter_torch_batches():
             seen.update(kwargs)
             return iter([])
 
-    list(fed_batches(Shard(), 32, "cpu", None, 1.0, torch.Generator(), shuffle_seed=0, prefetch_batches=4))
-    assert seen["prefetch_batches"] == 4
+    list(fed_batches(Shard(), 32, "cpu", None, 1.0, torch.Generator(), shuffle_seed=0, prefetch_batches=32))
+    assert seen["batch_size"] == 512 and seen["prefetch_batches"] == 2  # 32 batches of 32 rows ahead: 2 pulls
+
+
+def test_pulled_chunks_are_cut_into_full_batches_in_order():
+    shard = CountingShard(batches=5, rows=100)  # 500 rows arrive in pulls of 100
+    batches = list(fed_batches(shard, 64, "cpu", None, 1.0, torch.Generator(), shuffle_seed=0))
+    assert [len(b["label"]) for b in batches] == [64] * 7  # 448 rows; the last 52 are dropped, as drop_last did
+    assert torch.equal(torch.cat([b["x"] for b in batches]), torch.arange(5).repeat_interleave(100)[:448].float())
