@@ -131,6 +131,29 @@ def feed_resmm(job: dict) -> list[dict]:
     return records
 
 
+def feed_resmm_cache_off(job: dict) -> list[dict]:
+    """resmm's feed with data.cache=off (resmm before the cache): every epoch reads and decodes the shards in
+    Ray Data tasks (read + decode fused, one task per shard), then the same fed_batches."""
+    import torch
+
+    from pipelines.ingest import build_split
+    from pipelines.runtime import configure_data_context, connect_ray
+    from resmm.config import load_config
+    from resmm.data.feed import fed_batches
+
+    connect_ray()
+    cfg = load_config(None, list(job.get("overrides", [])))
+    configure_data_context(cfg)
+    spec = default_spec(job["classes"])
+    dataset = build_split(_source(job["files"]), spec, validation=None, val_fraction=0.1, batch_rows=BATCH_ROWS)
+
+    def batches(epoch):
+        return fed_batches(dataset, BATCH, "cpu", None, 1.0, torch.Generator(), shuffle_seed=epoch,
+                           prefetch_batches=cfg.data.prefetch_batches, spec=spec)
+
+    return epochs_of(batches, job["epochs"], Resampler(job["class_counts"]))
+
+
 class _Units:
     """(file, row group) units split across DataLoader workers."""
 
@@ -267,7 +290,7 @@ def feed_petastorm(job: dict) -> list[dict]:
     return epochs_of(batches, job["epochs"], Resampler(job["class_counts"]))
 
 
-FEEDS = {"resmm": feed_resmm, "dataloader": feed_dataloader, "dataloader_on_cache": feed_dataloader_on_cache,
+FEEDS = {"resmm": feed_resmm, "resmm_cache_off": feed_resmm_cache_off, "dataloader": feed_dataloader, "dataloader_on_cache": feed_dataloader_on_cache,
          "hf_datasets": feed_hf_datasets, "petastorm": feed_petastorm}
 
 

@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE))
 
 from results_io import update_latest  # noqa: E402
 
-SYSTEMS = ("resmm", "dataloader", "dataloader_on_cache", "hf_datasets", "petastorm")
+SYSTEMS = ("resmm", "resmm_cache_off", "dataloader", "dataloader_on_cache", "hf_datasets", "petastorm")
 PETASTORM_PYTHON = REPO / ".venv-petastorm" / "bin" / "python"
 
 
@@ -224,6 +224,24 @@ def write_job(work: Path, name: str, scale: int, job: dict) -> Path:
     return path
 
 
+GPU_STEP_ROWS_PER_S = (10_000, 30_000, 100_000)  # what one accelerator steps these small encoders at, a range
+
+
+def write_gpu_projection(cpu_s_per_1000: dict, path: Path) -> None:
+    """CPU cores one GPU would need to be fed at a given step rate, from each feed's measured CPU-s per row
+    in epochs 2+ (the steady state of a long training run)."""
+    lines = ["# Cores per GPU, projected from measured CPU-seconds per row (`benchmarks/ingest.py`)", "",
+             "No GPU was lent when this was written, so the step rates are assumptions: these encoders on one",
+             "accelerator step at tens of thousands of rows/s. Cores = step rate x CPU-s per row of the feed's",
+             "epochs 2+ on this machine's cores (2 vCPUs); faster server cores need proportionally fewer.", "",
+             "| feed | CPU-s / 1k rows | " + " | ".join(f"cores at {r:,} rows/s" for r in GPU_STEP_ROWS_PER_S) + " |",
+             "|---|---|" + "---|" * len(GPU_STEP_ROWS_PER_S)]
+    for feed, cpu in cpu_s_per_1000.items():
+        lines.append(f"| {feed} | {cpu:.3f} | " + " | ".join(f"{r * cpu / 1000:.1f}" for r in GPU_STEP_ROWS_PER_S)
+                     + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="shard directory (default: the built-in dataset, built if missing)")
@@ -282,6 +300,8 @@ def main(argv=None) -> int:
     if args.overrides:
         notes.append("resmm's feed ran with config overrides: " + " ".join(args.overrides))
     path = update_latest(keys, args.name)
+    if args.name == "latest":
+        write_gpu_projection(keys["ingest_cpu_s_per_1000_rows"], HERE / "results" / "gpu-projection.md")
     print(json.dumps({k: keys[k] for k in ("ingest_samples_per_s", "ingest_cpu_s_per_1000_rows", "peak_rss_mb")},
                      indent=2))
     print(f"[bench] wrote {path} and {path.with_suffix('.md')}")

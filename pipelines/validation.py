@@ -154,7 +154,7 @@ def _inspect(source: Source, spec: PreprocessSpec, rules: Rules, batch_rows: int
     verdicts, stats, seen = _Verdicts(spec.modalities), None, set()
     if cache is not None:
         stats = CacheStats(location=cache.url)
-    with progress_bar(source.num_rows, f"{'validate' if cache is None else 'validate + cache'} {name}") as bar:
+    with progress_bar(source.num_rows, f"validate {name}") as bar:
         for batch in inspected.iter_batches(batch_format="pyarrow", batch_size=None):
             if cache is not None:
                 batch = _count_cache(batch, stats, seen)

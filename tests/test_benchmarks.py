@@ -25,7 +25,7 @@ def test_every_feed_delivers_every_row_every_epoch(local_ray, shard_dir, tmp_pat
         spec = job(shard_dir, tmp_path)
         filled = feeds._fill(spec["files"], feeds.default_spec(spec["classes"]), str(tmp_path / "shared"))
         spec["entries"] = list(filled.entries)
-        for name in ("resmm", "dataloader", "dataloader_on_cache", "hf_datasets"):
+        for name in ("resmm", "resmm_cache_off", "dataloader", "dataloader_on_cache", "hf_datasets"):
             epochs = feeds.FEEDS[name]({**spec, "cache": str(tmp_path / name)})
             assert [e["rows"] for e in epochs] == [36, 36], name
             assert all(e["end"] > e["start"] for e in epochs), name

@@ -73,6 +73,12 @@ def test_rerun_on_the_same_data_is_skipped(first, ray_head, mlflow_server, works
 def test_new_shard_trains_a_challenger_and_records_the_decision(first, ray_head, mlflow_server, workspace):
     shutil.copy(workspace["spare"][0], workspace["data"] / workspace["spare"][0].name)
     second = retrain(ray_head, mlflow_server, workspace, "second")
+    # The decoded-feature cache: the challenger decoded the new shard only, and read the others' entries.
+    old_rows = sum(pq.read_metadata(p).num_rows for p in sorted(workspace["data"].glob("*.parquet"))[:2])
+    assert first["training"]["cache"]["decoded_rows"] == old_rows and first["training"]["cache"]["cached_rows"] == 0
+    cache = second["training"]["cache"]
+    assert cache["decoded_rows"] == pq.read_metadata(workspace["spare"][0]).num_rows
+    assert cache["cached_rows"] == old_rows and cache["entries"] == {"built": 1, "reused": 2, "rebuilt_corrupt": 0}
     decision = second["decision"]
     assert decision["action"] in ("promoted", "rejected")
     assert decision["champion_version"] == "1" and decision["challenger_version"] == "2"

@@ -75,6 +75,7 @@ def secured_run(auth_server, s3_endpoint, s3_shards, tmp_path_factory):
     completed = run_train(
         [f"data.path={s3_shards}", "train.num_workers=1", "train.cpus_per_worker=1", "train.epochs=1",
          "train.batch_size_per_worker=32", f"train.storage_path={out / 'runs'}", "mlflow.experiment=secured",
+         "data.cache_path=s3://resmm-secure/feature-cache",
          "mlflow.registered_model=resmm-secured", "--summary-json", str(out / "summary.json")],
         job_env(uri, s3_endpoint),
     )
@@ -95,6 +96,26 @@ def test_job_with_credentials_reads_s3_logs_and_registers(secured_run, auth_serv
         for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
             os.environ.pop(key, None)
     assert summary["data_profile"]["rows"] > 1000  # every shard came through s3fs from the endpoint
+
+
+def test_the_feature_cache_lives_on_the_object_store(secured_run, s3_endpoint, s3_shards):
+    import s3fs
+
+    summary, _, _ = secured_run
+    cache = summary["cache"]
+    fs = s3fs.S3FileSystem(key="test", secret="test", endpoint_url=s3_endpoint)
+    shards = fs.ls(s3_shards.removeprefix("s3://"))
+    entries = [p for p in fs.ls("resmm-secure/feature-cache") if p.endswith(".parquet")]
+    assert cache["location"] == "s3://resmm-secure/feature-cache" and cache["entries"]["built"] == len(shards)
+    assert len(entries) == len(shards) and cache["cached_rows"] == 0
+    import pyarrow.parquet as pq
+
+    rows = 0
+    for shard in shards:
+        with fs.open(shard, "rb") as handle:
+            rows += pq.ParquetFile(handle).metadata.num_rows
+    assert cache["decoded_rows"] == rows  # every row decoded once, into entries written through s3fs
+    assert cache["bytes"] == sum(fs.info(p)["size"] for p in entries) > 0
 
 
 def test_no_planted_secret_appears_in_anything_written(secured_run, auth_server):

@@ -69,6 +69,8 @@ def test_run_is_named_grouped_and_carries_system_metrics(submitted_run, mlflow_s
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= metrics
     assert {f"fed_rows/{c}" for c in summary["classes"]} <= metrics
     assert {"quarantine/rows", "quarantine/null_label", "robustness/mean_pattern_accuracy", "train/restarts"} <= metrics
+    assert run.data.metrics["cache/decoded_rows"] + run.data.metrics["cache/cached_rows"] == summary["cache"][
+        "decoded_rows"] + summary["cache"]["cached_rows"] > 0
     # Every metric sits in a section; bookkeeping (worker-group starts) lives in a tag, not a metric.
     assert all("/" in name for name in metrics), sorted(m for m in metrics if "/" not in m)
     assert run.data.tags["resmm.worker_group_starts"] == "1"
