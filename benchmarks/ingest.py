@@ -242,6 +242,34 @@ def write_gpu_projection(cpu_s_per_1000: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def result_keys(rows: list[dict], notes: list[str], name: str) -> dict:
+    """The keys this benchmark merges into NAME.json: medians per feed, CPU per row, memory, the table rows."""
+    # Systems not measured this time keep their previous rows, so one system can be re-measured alone.
+    previous_path = HERE / "results" / f"{name}.json"
+    previous = json.loads(previous_path.read_text()).get("ingest", {}) if previous_path.exists() else {}
+    measured_now = {(r["system"], r["scale"]) for r in rows}
+    rows = [r for r in previous.get("rows", []) if (r["system"], r["scale"]) not in measured_now
+            and "epoch2plus_samples_per_s" in r] + rows
+    rows.sort(key=lambda r: (r["scale"], SYSTEMS.index(r["system"])))
+    by = {(r["system"], r["scale"]): r for r in rows}
+    notes.append("Every feed decodes PNG to 3x32x32, hashes text to 48 token ids and computes a 32-band log-mel of "
+                 "1 s at 8 kHz with resmm's own BatchPreprocessor, delivers batches of 64 rows as float32 pixels and "
+                 "log-mel and int64 tokens, and draws balanced Poisson resampling copies of every batch.")
+    ingest = {f"{s}": by[(s, 1)]["epoch2plus_samples_per_s"] for s in SYSTEMS if (s, 1) in by and s != "resmm"}
+    if ("resmm", 1) in by:
+        ingest = {"resmm_epoch1": by[("resmm", 1)]["epoch1_samples_per_s"],
+                  "resmm_epoch2plus": by[("resmm", 1)]["epoch2plus_samples_per_s"], **ingest}
+    keys = {
+        "ingest_samples_per_s": ingest,
+        "ingest_cpu_s_per_1000_rows": {s: by[(s, 1)]["epoch2plus_cpu_s_per_1000"] for s in SYSTEMS if (s, 1) in by},
+        "peak_rss_mb": {f"{s}_{k}x": by[(s, k)]["peak_rss_mb"] for (s, k) in by},
+        "peak_pss_mb": {f"{s}_{k}x": by[(s, k)]["peak_pss_mb"] for (s, k) in by},
+        "peak_anon_rss_mb": {f"{s}_{k}x": by[(s, k)]["peak_anon_rss_mb"] for (s, k) in by},
+        "ingest": {"rows": rows, "notes": notes},
+    }
+    return keys
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="shard directory (default: the built-in dataset, built if missing)")
@@ -274,29 +302,7 @@ def main(argv=None) -> int:
             scale_rows, scale_notes = measure_scale(args, data_dir, scale, Path(work))
             rows += scale_rows
             notes += scale_notes
-    # Systems not measured this time keep their previous rows, so one system can be re-measured alone.
-    previous_path = HERE / "results" / f"{args.name}.json"
-    previous = json.loads(previous_path.read_text()).get("ingest", {}) if previous_path.exists() else {}
-    measured_now = {(r["system"], r["scale"]) for r in rows}
-    rows = [r for r in previous.get("rows", []) if (r["system"], r["scale"]) not in measured_now
-            and "epoch2plus_samples_per_s" in r] + rows
-    rows.sort(key=lambda r: (r["scale"], SYSTEMS.index(r["system"])))
-    by = {(r["system"], r["scale"]): r for r in rows}
-    notes.append("Every feed decodes PNG to 3x32x32, hashes text to 48 token ids and computes a 32-band log-mel of "
-                 "1 s at 8 kHz with resmm's own BatchPreprocessor, delivers batches of 64 rows as float32 pixels and "
-                 "log-mel and int64 tokens, and draws balanced Poisson resampling copies of every batch.")
-    ingest = {f"{s}": by[(s, 1)]["epoch2plus_samples_per_s"] for s in SYSTEMS if (s, 1) in by and s != "resmm"}
-    if ("resmm", 1) in by:
-        ingest = {"resmm_epoch1": by[("resmm", 1)]["epoch1_samples_per_s"],
-                  "resmm_epoch2plus": by[("resmm", 1)]["epoch2plus_samples_per_s"], **ingest}
-    keys = {
-        "ingest_samples_per_s": ingest,
-        "ingest_cpu_s_per_1000_rows": {s: by[(s, 1)]["epoch2plus_cpu_s_per_1000"] for s in SYSTEMS if (s, 1) in by},
-        "peak_rss_mb": {f"{s}_{k}x": by[(s, k)]["peak_rss_mb"] for (s, k) in by},
-        "peak_pss_mb": {f"{s}_{k}x": by[(s, k)]["peak_pss_mb"] for (s, k) in by},
-        "peak_anon_rss_mb": {f"{s}_{k}x": by[(s, k)]["peak_anon_rss_mb"] for (s, k) in by},
-        "ingest": {"rows": rows, "notes": notes},
-    }
+    keys = result_keys(rows, notes, args.name)
     if args.overrides:
         notes.append("resmm's feed ran with config overrides: " + " ".join(args.overrides))
     path = update_latest(keys, args.name)

@@ -39,7 +39,7 @@ def in_memory_batches(tensors: dict, device, generator: torch.Generator):
         yield {k: v[index].to(device, non_blocking=True) for k, v in tensors.items()}
 
 
-def timed_epoch(model, batches, step) -> tuple[int, float, float, float]:
+def timed_epoch(batches, step) -> tuple[int, float, float, float]:
     """(rows, seconds, seconds waiting for data, of which waiting for the first batch) of one pass."""
     rows, waiting, first_wait = 0, 0.0, None
     started = time.perf_counter()
@@ -60,6 +60,99 @@ def timed_epoch(model, batches, step) -> tuple[int, float, float, float]:
     return rows, time.perf_counter() - started, waiting, first_wait or 0.0
 
 
+def decoded_in_memory(files: list, spec, pin: bool) -> dict:
+    """In memory: every row decoded once, before the clock starts."""
+    from resmm.data.batch import BatchPreprocessor
+
+    preprocess = BatchPreprocessor(spec)
+    parts = [preprocess({c: t.column(c) for c in t.column_names}) for t in
+             (pq.read_table(f, columns=["sample_id", "label", "image", "text", "audio"]) for f in files)]
+    tensors = {k: torch.from_numpy(np.concatenate([p[k] for p in parts])) for k in parts[0]}
+    return {k: v.pin_memory() for k, v in tensors.items()} if pin else tensors
+
+
+def medians(runs: list[dict]) -> dict:
+    return {"samples_per_s": statistics.median(r["samples_per_s"] for r in runs),
+            "runs_samples_per_s": [r["samples_per_s"] for r in runs],
+            "stall_fraction": statistics.median(r["stall_fraction"] for r in runs),
+            "startup_stall_fraction": statistics.median(r["startup_stall_fraction"] for r in runs)}
+
+
+def training_step(cfg, spec, device, counts: list[int], amp: bool):
+    """A fresh model, AdamW and loss, as a worker builds them; returns one optimizer step over a batch."""
+    from resmm.models.builders import build_model
+    from resmm.train.loop import Precision, train_step
+    from resmm.train.losses import LongTailLoss
+    from resmm.train.objectives import total_loss
+
+    model = build_model(cfg.model, spec, cfg.data.impute).to(device)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
+    precision = Precision.for_device(device, amp=amp)
+    scaler = precision.grad_scaler()
+    loss_fn = LongTailLoss("ce", counts).to(device)
+
+    def objective(output, batch):
+        return total_loss(output, batch, loss_fn, cfg.train.aux_loss_weight, cfg.train.retrieval_loss_weight)
+
+    def step(batch):
+        train_step(model, batch, optimizer, scaler, precision, objective)
+
+    return step
+
+
+def cached_stream(data_dir: Path, files: list, spec, cache_dir: str, held_cpus: int):
+    """The defaults' feed (data.cache=on) over `files`: the validation pass fills the cache once, before any clock
+    starts (as the in-memory feed decodes before its clock); every streaming epoch then reads the entries."""
+    import ray
+    from ray.data import ExecutionResources
+
+    from pipelines.feature_cache import CacheTarget, read_cached_split
+    from pipelines.ingest import scan_source
+    from pipelines.validation import Rules, validate_source
+
+    # The training process holds a CPU, as a Ray Train worker does; Ray Train excludes its workers' CPUs from
+    # Ray Data's limits, so this caps Ray Data one CPU below the cluster's (without it, Ray Data's tasks
+    # oversubscribe the step's core). A CPU limit, not the deprecated `exclude_resources`.
+    context = ray.data.DataContext.get_current()
+    context.execution_options.resource_limits = ExecutionResources.for_limits(
+        cpu=ray.cluster_resources()["CPU"] - held_cpus)
+    source = scan_source(str(data_dir), list(spec.modalities))
+    source = type(source)(url=source.url, filesystem=source.filesystem,
+                          shards=tuple(s for s in source.shards if Path(s.path).name in {f.name for f in files}))
+    filled = validate_source(source, spec, Rules(True, False, None, None), progress=lambda _: None,
+                             cache=CacheTarget.at(cache_dir))
+    return read_cached_split(list(filled.entries), cache_dir, spec, validation=None, val_fraction=0.1)
+
+
+def measure(args, cfg, spec, device, counts: list[int], streamed, tensors: dict) -> dict[str, list]:
+    """Each run trains a fresh model on each feed in turn (interleaved); one record per run and feed."""
+    from resmm.data.feed import fed_batches
+
+    results: dict[str, list] = {"streaming": [], "in_memory": []}
+    for run in range(args.runs):
+        for feed in ("in_memory", "streaming"):
+            torch.manual_seed(run)
+            step = training_step(cfg, spec, device, counts, amp=args.gpu)
+            rows = seconds = waiting = first_waits = 0.0
+            for epoch in range(args.epochs):
+                generator = torch.Generator().manual_seed(epoch)
+                if feed == "streaming":  # exactly what a Ray Train worker iterates (resmm.train.loop)
+                    batches = fed_batches(streamed, BATCH, device, None, 1.0, generator, shuffle_seed=epoch,
+                                          prefetch_batches=cfg.data.prefetch_batches, spec=spec)
+                else:
+                    batches = in_memory_batches(tensors, device, generator)
+                r, s, w, first = timed_epoch(batches, step)
+                rows, seconds, waiting, first_waits = rows + r, seconds + s, waiting + w, first_waits + first
+            results[feed].append({"samples_per_s": rows / seconds, "stall_fraction": waiting / seconds,
+                                  "startup_stall_fraction": first_waits / seconds,
+                                  "rows": int(rows), "seconds": seconds})
+            print(f"[bench] train {feed} run {run + 1}/{args.runs}: {rows / seconds:.1f} samples/s, "
+                  f"data stall {waiting / seconds:.3f}, of which waiting for each epoch's first batch "
+                  f"{first_waits / seconds:.3f} ({int(rows)} rows, {seconds:.1f} s)", flush=True)
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="shard directory (default: the built-in dataset)")
@@ -71,22 +164,11 @@ def main(argv=None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only; leave latest.json alone")
     args = parser.parse_args(argv)
 
-    import ray
-
     from feeds import default_spec
-    from pipelines.feature_cache import CacheTarget, read_cached_split
-    from pipelines.ingest import scan_source
-    from pipelines.validation import Rules, validate_source
     from resmm.sources.contract import class_order
     from pipelines.runtime import connect_ray
     from resmm.config import load_config
-    from resmm.data.batch import BatchPreprocessor
     from resmm.datasets import demo
-    from resmm.models.builders import build_model
-    from resmm.data.feed import fed_batches
-    from resmm.train.loop import Precision, train_step
-    from resmm.train.losses import LongTailLoss
-    from resmm.train.objectives import total_loss
 
     data_dir = Path(args.data) if args.data else demo.default_path()
     if not args.data and not demo.is_built(data_dir):
@@ -101,74 +183,15 @@ def main(argv=None) -> int:
     if not args.gpu:
         torch.set_num_threads(1)
 
-    # In memory: every row decoded once, before the clock starts.
-    preprocess = BatchPreprocessor(spec)
-    parts = [preprocess({c: t.column(c) for c in t.column_names}) for t in
-             (pq.read_table(f, columns=["sample_id", "label", "image", "text", "audio"]) for f in files)]
-    tensors = {k: torch.from_numpy(np.concatenate([p[k] for p in parts])) for k in parts[0]}
-    if args.gpu:
-        tensors = {k: v.pin_memory() for k, v in tensors.items()}
+    tensors = decoded_in_memory(files, spec, pin=args.gpu)
 
     connect_ray()
-    context = ray.data.DataContext.get_current()
-    # The training process holds a CPU, as a Ray Train worker does; Ray Train excludes its workers' CPUs from
-    # Ray Data's limits, so this caps Ray Data one CPU below the cluster's (without it, decode tasks
-    # oversubscribe the step's core). A CPU limit, not the deprecated `exclude_resources`.
-    from ray.data import ExecutionResources
-
-    held = 0 if args.gpu else 1
-    context.execution_options.resource_limits = ExecutionResources.for_limits(
-        cpu=ray.cluster_resources()["CPU"] - held)
-    source = scan_source(str(data_dir), list(spec.modalities))
-    source = type(source)(url=source.url, filesystem=source.filesystem,
-                          shards=tuple(s for s in source.shards if Path(s.path).name in {f.name for f in files}))
-    # The defaults' feed (data.cache=on): the validation pass fills the cache once, before any clock starts, as
-    # the in-memory feed decodes before its clock; every streaming epoch then reads the entries.
     cache_dir = tempfile.mkdtemp(prefix="resmm-train-bench-")
-    filled = validate_source(source, spec, Rules(True, False, None, None), progress=lambda _: None,
-                             cache=CacheTarget.at(cache_dir))
-    streamed = read_cached_split(list(filled.entries), cache_dir, spec, validation=None, val_fraction=0.1)
+    streamed = cached_stream(data_dir, files, spec, cache_dir, held_cpus=0 if args.gpu else 1)
 
     counts = [labels.count(c) for c in classes]
-    results: dict[str, list] = {"streaming": [], "in_memory": []}
-    for run in range(args.runs):
-        for feed in ("in_memory", "streaming"):
-            torch.manual_seed(run)
-            model = build_model(cfg.model, spec, cfg.data.impute).to(device)
-            optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
-            precision = Precision.for_device(device, amp=args.gpu)
-            scaler = precision.grad_scaler()
-            loss_fn = LongTailLoss("ce", counts).to(device)
-
-            def objective(output, batch):
-                return total_loss(output, batch, loss_fn, cfg.train.aux_loss_weight, cfg.train.retrieval_loss_weight)
-
-            def step(batch):
-                train_step(model, batch, optimizer, scaler, precision, objective)
-
-            model.train()
-            rows = seconds = waiting = first_waits = 0.0
-            for epoch in range(args.epochs):
-                generator = torch.Generator().manual_seed(epoch)
-                if feed == "streaming":  # exactly what a Ray Train worker iterates (resmm.train.loop)
-                    batches = fed_batches(streamed, BATCH, device, None, 1.0, generator, shuffle_seed=epoch,
-                                          prefetch_batches=cfg.data.prefetch_batches, spec=spec)
-                else:
-                    batches = in_memory_batches(tensors, device, generator)
-                r, s, w, first = timed_epoch(model, batches, step)
-                rows, seconds, waiting, first_waits = rows + r, seconds + s, waiting + w, first_waits + first
-            results[feed].append({"samples_per_s": rows / seconds, "stall_fraction": waiting / seconds,
-                                  "startup_stall_fraction": first_waits / seconds,
-                                  "rows": int(rows), "seconds": seconds})
-            print(f"[bench] train {feed} run {run + 1}/{args.runs}: {rows / seconds:.1f} samples/s, "
-                  f"data stall {waiting / seconds:.3f}, of which waiting for each epoch's first batch "
-                  f"{first_waits / seconds:.3f} ({int(rows)} rows, {seconds:.1f} s)", flush=True)
-
-    summary = {feed: {"samples_per_s": statistics.median(r["samples_per_s"] for r in runs),
-                      "runs_samples_per_s": [r["samples_per_s"] for r in runs],
-                      "stall_fraction": statistics.median(r["stall_fraction"] for r in runs),
-                      "startup_stall_fraction": statistics.median(r["startup_stall_fraction"] for r in runs)}
-               for feed, runs in results.items()}
+    results = measure(args, cfg, spec, device, counts, streamed, tensors)
+    summary = {feed: medians(runs) for feed, runs in results.items()}
     shutil.rmtree(cache_dir, ignore_errors=True)
     ratio = summary["streaming"]["samples_per_s"] / summary["in_memory"]["samples_per_s"]
     device_name = torch.cuda.get_device_name(0) if args.gpu else "CPU, 1 torch thread"
