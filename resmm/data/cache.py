@@ -144,8 +144,9 @@ def write_entry(fs, path: str, parts: Iterable[pa.Table], key: str, rows: int, l
     temporary = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     written, writer = 0, None
-    meta = json.dumps({"key": key, "rows": rows, "layout": {m: [list(s), d] for m, (s, d) in layout.shapes.items()},
-                       "created": time.time()}).encode()
+    # No timestamp: the same rows always make the same bytes, so concurrent fills write identical files.
+    meta = json.dumps({"key": key, "rows": rows,
+                       "layout": {m: [list(s), d] for m, (s, d) in layout.shapes.items()}}).encode()
     try:
         with fs.open(temporary, "wb") as handle:
             for part in parts:
