@@ -192,27 +192,22 @@ def feed_dataloader(job: dict) -> list[dict]:
 
 def feed_dataloader_on_cache(job: dict) -> list[dict]:
     """The same DataLoader reading resmm's cache entries instead of the shards: what a user who kept resmm's
-    cache but wrote their own loop would get. Workers unpack the entries; the loop casts and normalises."""
-    import numpy as np
+    cache but wrote their own loop would get. Workers unpack the entries (resmm's own unpack_entries, without
+    quarantine or split); the loop casts and normalises."""
     import pyarrow.parquet as pq
     import torch.utils.data
 
-    from resmm.data.cache import Layout, column_array, expand_batch
+    from pipelines.feature_cache import unpack_entries
+    from resmm.data.cache import Layout, expand_batch
 
     spec = default_spec(job["classes"])
     layout = Layout.of(spec)
-    index = {name: i for i, name in enumerate(spec.classes)}
 
     class Cached(_Units, torch.utils.data.IterableDataset):
         def __iter__(self):
             for path, group in self.mine():
                 table = pq.ParquetFile(path).read_row_group(group, columns=["label", "pattern", *spec.modalities])
-                pattern = table.column("pattern").to_numpy()
-                batch = {m: column_array(table.column(m), *layout.shapes[m]) for m in spec.modalities}
-                for bit, m in enumerate(spec.modalities):
-                    batch[f"{m}_present"] = ((pattern >> bit) & 1).astype(np.float32)
-                batch["label"] = np.array([index.get(v, -1) for v in table.column("label").to_pylist()], np.int64)
-                yield from _sliced(batch)
+                yield from _sliced(unpack_entries(table, spec=spec, layout=layout))
 
     loader = torch.utils.data.DataLoader(Cached(job["entries"]), batch_size=None, num_workers=2, prefetch_factor=4)
     return epochs_of(lambda epoch: loader, job["epochs"], Resampler(job["class_counts"]),

@@ -17,9 +17,9 @@ from ray.data._internal.datasource_v2.common.synthesized_columns import _compute
 
 from pipelines.ingest import ROW_HASH, file_list_reader
 from pipelines.verdicts import Rules, decode_modalities, row_labels, verdict_table
-from resmm.data.batch import UNLABELED, BatchPreprocessor, PreprocessSpec, column_cells
+from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells
 from resmm.data.cache import (Layout, column_array, decode_versions, entry_key, entry_path, entry_part,
-                              verify_entry, write_entry)
+                              read_verified, write_entry)
 from resmm.data.split import buckets_of, in_validation
 from resmm.sources.shards import arrow_filesystem, open_filesystem
 
@@ -50,10 +50,8 @@ def fill_shard(shard, spec: PreprocessSpec, rules: Rules, target: CacheTarget, b
     """Make sure `shard` has a whole entry (decoding it only when it does not) and return its verdict rows,
     with the cache state and the entry's bytes as two more columns."""
     fs, path, key = target.entry(shard, spec)
-    problem = verify_entry(fs, path, key, shard.num_rows)
+    problem, stored = read_verified(fs, path, key, shard.num_rows, _VERDICT_COLUMNS)
     if problem is None:
-        with fs.open(path, "rb") as handle:
-            stored = pq.read_table(handle, columns=_VERDICT_COLUMNS)
         state, size = "reused", int(fs.info(path).get("size") or 0)
         verdicts = verdict_table(stored.column(ROW_HASH).to_numpy(), [shard.path] * stored.num_rows,
                                  stored.column("sample_id").to_pylist(), stored.column("label").to_pylist(),
@@ -61,17 +59,18 @@ def fill_shard(shard, spec: PreprocessSpec, rules: Rules, target: CacheTarget, b
     else:
         state = "built" if problem == "missing" else "rebuilt"
         slices: list[pa.Table] = []
-        size = write_entry(fs, path, decoded_parts(shard, spec, rules, batch_rows, slices), key, shard.num_rows,
-                           Layout.of(spec))
+        layout = Layout.of(spec)
+        size = write_entry(fs, path, decoded_parts(shard, spec, layout, rules, batch_rows, slices), key,
+                           shard.num_rows, layout)
         verdicts = pa.concat_tables(slices) if slices else verdict_table([], [], [], [], np.zeros(0, np.int8),
                                                                          [], rules)
     return verdicts.append_column(CACHE_STATE, pa.array([state] * verdicts.num_rows, pa.string())).append_column(
         CACHE_BYTES, pa.array([size] * verdicts.num_rows, pa.int64()))
 
 
-def decoded_parts(shard, spec: PreprocessSpec, rules: Rules, batch_rows: int, verdicts: list):
+def decoded_parts(shard, spec: PreprocessSpec, layout: Layout, rules: Rules, batch_rows: int, verdicts: list):
     """The entry's slices of one shard, decoded `batch_rows` rows at a time; appends each slice's verdicts."""
-    preprocessor, layout = BatchPreprocessor(spec), Layout.of(spec)
+    preprocessor = BatchPreprocessor(spec)
     fs, path = open_filesystem(shard.url)
     offset = 0
     with fs.open(path, "rb") as handle:
@@ -109,8 +108,8 @@ def fill_entries(shards, spec: PreprocessSpec, rules: Rules, target: CacheTarget
     )
 
 
-def unpack_entries(table: pa.Table, *, spec: PreprocessSpec, layout: Layout, quarantined: np.ndarray,
-                   validation: bool | None, val_fraction: float) -> dict:
+def unpack_entries(table: pa.Table, *, spec: PreprocessSpec, layout: Layout, quarantined: np.ndarray = (),
+                   validation: bool | None = None, val_fraction: float = 0.0) -> dict:
     """map_batches stage over entry blocks: drop quarantined rows, keep one side of the split, and hand out the
     compact arrays with presence and label indices (expand_batch widens them on the worker)."""
     keep = np.ones(table.num_rows, dtype=bool)
@@ -125,8 +124,7 @@ def unpack_entries(table: pa.Table, *, spec: PreprocessSpec, layout: Layout, qua
     for bit, m in enumerate(spec.modalities):
         out[m] = column_array(table.column(m), *layout.shapes[m])
         out[f"{m}_present"] = ((pattern >> bit) & 1).astype(np.float32)
-    index = {name: i for i, name in enumerate(spec.classes)}
-    out["label"] = np.array([index.get(v, UNLABELED) for v in table.column("label").to_pylist()], dtype=np.int64)
+    out["label"] = BatchPreprocessor(spec).label_indices(table.column("label").to_pylist())
     return out
 
 

@@ -247,12 +247,11 @@ def split_datasets(cfg: Config, spec: PreprocessSpec, checks: dict[str, Validati
         sides = {"train": (checks["train"], None), "val": (checks["val"], None)}
     else:
         sides = {"train": (checks["train"], False), "val": (checks["train"], True)}
-    cache = cache_target(cfg)
     return {
         name: (build_split(check.source, spec, validation=side, val_fraction=cfg.data.val_fraction,
                            batch_rows=cfg.data.preprocess_batch_rows, quarantined=check.quarantined_row_hashes)
                if check.entries is None else
-               read_cached_split(list(check.entries), cache.url, spec, validation=side,
+               read_cached_split(list(check.entries), check.cache.location, spec, validation=side,
                                  val_fraction=cfg.data.val_fraction, quarantined=check.quarantined_row_hashes))
         for name, (check, side) in sides.items()
     }

@@ -6,7 +6,7 @@ An entry's name carries a key over everything its contents depend on: the shard'
 mtime, footer rows), the preprocessing settings of each modality read, and the versions of the decode code and
 of the libraries it calls. A changed shard, setting or decoder therefore misses and is decoded again; nothing is
 ever updated in place. Entries are written to a temporary name and renamed, with Parquet page checksums, so a
-crash leaves no half-written entry and a corrupt one is detected when read (see `verify_entry`).
+crash leaves no half-written entry and a corrupt one is detected when read (see `read_verified`).
 
 Columns of an entry (one row per source row, in source order):
     row_hash      uint64   Ray's row hash of the source row (the quarantine's row identity)
@@ -166,28 +166,29 @@ def write_entry(fs, path: str, parts: Iterable[pa.Table], key: str, rows: int, l
     return int(fs.info(path).get("size") or 0)
 
 
-def verify_entry(fs, path: str, key: str, rows: int) -> str | None:
-    """None when the entry at `path` is whole and belongs to `key`; else why it cannot be used.
+def read_verified(fs, path: str, key: str, rows: int, columns: list[str] = ()) -> tuple[str | None, pa.Table | None]:
+    """(None, the entry's `columns`) when the entry at `path` is whole and belongs to `key`; else (why it cannot
+    be used, None).
 
     Whole means: the footer reads, its metadata names this key and row count, the footer holds that many rows,
     and every data page passes its CRC (written with `write_page_checksum`), so a truncated or bit-flipped
-    entry is found before a row of it is fed.
+    entry is found before a row of it is fed. Checking the CRCs reads every page once; the requested columns
+    come from that same read.
     """
     if not fs.exists(path):
-        return "missing"
+        return "missing", None
     try:
         with fs.open(path, "rb") as handle:
             parquet = pq.ParquetFile(handle, page_checksum_verification=True)
             meta = json.loads((parquet.schema_arrow.metadata or {}).get(_META_KEY, b"{}"))
             if meta.get("key") != key:
-                return "key mismatch"
+                return "key mismatch", None
             if parquet.metadata.num_rows != rows or meta.get("rows") != rows:
-                return f"row count {parquet.metadata.num_rows}, expected {rows}"
-            for group in range(parquet.num_row_groups):
-                parquet.read_row_group(group)
+                return f"row count {parquet.metadata.num_rows}, expected {rows}", None
+            groups = [parquet.read_row_group(group).select(list(columns)) for group in range(parquet.num_row_groups)]
     except (OSError, ValueError, pa.ArrowException, json.JSONDecodeError) as exc:
-        return f"unreadable: {str(exc).splitlines()[0][:200]}"
-    return None
+        return f"unreadable: {str(exc).splitlines()[0][:200]}", None
+    return None, pa.concat_tables(groups) if groups else None
 
 
 def expand_batch(batch: dict, spec: PreprocessSpec) -> dict:

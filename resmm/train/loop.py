@@ -15,9 +15,9 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 
-from resmm.data.cache import expand_batch
 from resmm.config import Config
 from resmm.data.batch import PreprocessSpec
+from resmm.data.cache import expand_batch
 from resmm.data.feed import epoch_rates, fed_batches, transform_fed_batch
 from resmm.models.builders import build_model
 from resmm.train.budget import Budget, warmup_factor

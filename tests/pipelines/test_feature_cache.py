@@ -15,7 +15,7 @@ from pipelines.ingest import build_split, scan_source
 from pipelines.validation import Rules, validate_source
 from resmm.config import load_config
 from resmm.data.batch import PreprocessSpec
-from resmm.data.cache import entry_key, expand_batch, list_entries, prune_entries, verify_entry
+from resmm.data.cache import entry_key, expand_batch, list_entries, prune_entries, read_verified
 from resmm.sources.shards import open_filesystem
 from tests.conftest import contract_table
 
@@ -113,8 +113,8 @@ def test_corrupt_and_truncated_entries_are_counted_and_rebuilt(local_ray, shards
     whole = open(truncated, "rb").read()
     open(truncated, "wb").write(whole[: len(whole) * 2 // 3])
     fs, _ = open_filesystem(flipped)
-    assert verify_entry(fs, flipped, entry_key(first.source.shards[0], spec, CacheTarget.at("x").versions),
-                        ROWS_PER_SHARD) is not None
+    assert read_verified(fs, flipped, entry_key(first.source.shards[0], spec, CacheTarget.at("x").versions),
+                         ROWS_PER_SHARD)[0] is not None
 
     again = validate(shards, spec, tmp_path / "cache")
     assert again.cache.entries_rebuilt == 2 and again.cache.decoded_rows == 2 * ROWS_PER_SHARD
@@ -144,7 +144,7 @@ def test_two_jobs_filling_one_entry_both_finish(shards, tmp_path):
     assert not errors and len(results) == 2
     assert results[0].drop_columns(["cache_state"]).equals(results[1].drop_columns(["cache_state"]))
     fs, path, key = target.entry(shard, spec)
-    assert verify_entry(fs, path, key, ROWS_PER_SHARD) is None
+    assert read_verified(fs, path, key, ROWS_PER_SHARD)[0] is None
     assert [e["path"] for e in list_entries(fs, str(tmp_path / "cache"))] == [path]  # no temporary file left
 
 
