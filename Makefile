@@ -35,7 +35,7 @@ demo-data: $(STAMP) system-deps
 	@$(PY) jobs/build_demo_data.py --if-missing
 
 # The second development corpus: Tux Paint's clip-art stamps (Debian tuxpaint-stamps-default), 16 classes.
-# Train on ~/.cache/resmm/stamps-v1/train (XDG_CACHE_HOME); .../holdout holds unseen stamps, for the end only.
+# Train on ~/.cache/resmm/stamps-v2/train (XDG_CACHE_HOME); .../holdout holds unseen stamps, for the end only.
 stamps-deps:
 	@if [ ! -d /usr/share/tuxpaint/stamps ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \

@@ -1,10 +1,10 @@
 """Score registered models on a labelled split they never saw (the stamps corpus's stamp-disjoint holdout).
 
-    python benchmarks/holdout_eval.py --data ~/.cache/resmm/stamps-v1/holdout --summary run1.json [run2.json ...]
-                                      [--out benchmarks/results/holdout.json]
+    python benchmarks/holdout_eval.py --data ~/.cache/resmm/stamps-v2/holdout --summary run1.json [run2.json ...]
+                                      [--compare benchmarks/results/compare.json] [--out benchmarks/results/holdout.json]
 
-For each training summary (`jobs/train.py --summary-json`), runs `jobs/predict.py` with that run's registered
-version on `--data`, joins the predictions to the labels by `sample_id`, and reports balanced accuracy,
+For each training summary (`jobs/train.py --summary-json`) and each row of a `jobs/compare.py` result that has a
+registered model, runs `jobs/predict.py` with that registered version on `--data`, joins the predictions to the labels by `sample_id`, and reports balanced accuracy,
 accuracy and macro-F1 (sklearn). Prints a table; writes JSON.
 """
 from __future__ import annotations
@@ -28,8 +28,7 @@ def labels_by_id(data: str) -> dict[str, str]:
                                                    table.column("label").to_pylist())}
 
 
-def score(summary: dict, data: str, truth: dict[str, str]) -> dict:
-    uri = f"models:/{summary['registered_model']}/{summary['model_version']}"
+def score(uri: str, data: str, truth: dict[str, str]) -> dict:
     with tempfile.TemporaryDirectory() as out:
         subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "predict.py"), "--model-uri", uri,
                         "--input", data, "--output", out], check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
@@ -39,24 +38,74 @@ def score(summary: dict, data: str, truth: dict[str, str]) -> dict:
     return {"model_uri": uri, "rows": len(y_true),
             "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
             "accuracy": accuracy_score(y_true, y_pred),
-            "macro_f1": f1_score(y_true, y_pred, average="macro"),
-            "val_balanced_accuracy": summary["metrics"]["val_balanced_accuracy"]}
+            "macro_f1": f1_score(y_true, y_pred, average="macro")}
+
+
+def registered_runs(summaries: list[Path], compares: list[Path]) -> dict[str, tuple[str, float | None, list]]:
+    """{run name: (registered model URI, its fused head's validation balanced accuracy, predictor candidates)}."""
+    runs = {}
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        runs[path.stem] = (f"models:/{summary['registered_model']}/{summary['model_version']}",
+                           summary["metrics"]["val_balanced_accuracy"],
+                           (summary.get("predictor") or {}).get("candidates", []))
+    for path in compares:
+        for row in json.loads(path.read_text()):
+            if row.get("model_uri"):
+                runs[f"{path.stem}: {row['name']}"] = (row["model_uri"], row["val_balanced_accuracy"],
+                                                       row.get("predictor_candidates", []))
+    return runs
+
+
+def candidate_scores(uri: str, data: str, truth: dict[str, str], candidates: list[dict]) -> dict[str, float]:
+    """Holdout balanced accuracy of every final-predictor candidate the run scored on validation, with the weights
+    it fitted there (the registered model serves only the chosen one)."""
+    import mlflow
+    import torch
+
+    from resmm.models.predictor import Predictor
+    from resmm.tracking.runs import resolve_tracking_uri
+    from resmm.train.predictor_choice import ValidationOutputs
+
+    mlflow.set_tracking_uri(resolve_tracking_uri())
+    served = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+    frame = pq.read_table(data).to_pandas()
+    index = {name: i for i, name in enumerate(served.spec.classes)}
+
+    def batches():
+        for start in range(0, len(frame), 256):
+            chunk = frame.iloc[start:start + 256]
+            batch, _ = served.model_inputs(chunk)
+            labels = [index.get(truth[str(s)], -1) for s in chunk["sample_id"]]
+            yield {**batch, "label": torch.tensor(labels)}
+
+    outputs = ValidationOutputs.collect(served.network, batches())
+    scores = {}
+    for row in candidates:
+        predictor = Predictor(row["candidate"], row["fused_weight"], row["head_weights"])
+        scores[row["candidate"]] = balanced_accuracy_score(outputs.labels, outputs.predict(predictor))
+    return scores
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
-    parser.add_argument("--summary", nargs="+", type=Path, required=True)
+    parser.add_argument("--summary", nargs="*", type=Path, default=[])
+    parser.add_argument("--compare", nargs="*", type=Path, default=[], help="jobs/compare.py result JSON files")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "holdout.json")
     args = parser.parse_args()
     truth = labels_by_id(args.data)
     results = {}
-    print("| run | holdout balanced acc | holdout acc | macro-F1 | val balanced acc | rows |\n|---|---|---|---|---|---|")
-    for path in args.summary:
-        result = score(json.loads(path.read_text()), args.data, truth)
-        results[path.stem] = result
-        print(f"| {path.stem} | {result['balanced_accuracy']:.3f} | {result['accuracy']:.3f} | "
-              f"{result['macro_f1']:.3f} | {result['val_balanced_accuracy']:.3f} | {result['rows']} |", flush=True)
+    print("| run | holdout balanced acc (served) | holdout acc | macro-F1 | val balanced acc (fused) | rows | "
+          "holdout balanced acc per candidate |\n|---|---|---|---|---|---|---|")
+    for name, (uri, val_balanced, candidates) in registered_runs(args.summary, args.compare).items():
+        result = {**score(uri, args.data, truth), "val_balanced_accuracy": val_balanced,
+                  "candidates": candidate_scores(uri, args.data, truth, candidates) if candidates else {}}
+        results[name] = result
+        per_candidate = ", ".join(f"{c} {v:.3f}" for c, v in result["candidates"].items())
+        print(f"| {name} | {result['balanced_accuracy']:.3f} | {result['accuracy']:.3f} | "
+              f"{result['macro_f1']:.3f} | {result['val_balanced_accuracy']:.3f} | {result['rows']} | "
+              f"{per_candidate} |", flush=True)
     args.out.write_text(json.dumps({"data": args.data, "runs": results}, indent=1) + "\n")
     return 0
 

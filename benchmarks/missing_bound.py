@@ -1,6 +1,6 @@
 """Missing-modality mixture bound: train the defaults on a copy of a corpus with one modality removed from half the rows.
 
-    python benchmarks/missing_bound.py --data ~/.cache/resmm/stamps-v1/train --corpus stamps --modality image \
+    python benchmarks/missing_bound.py --data ~/.cache/resmm/stamps-v2/train --corpus stamps --modality image \
         --full-summary full.json [--rate 0.5] [--work /tmp/missing-bound] [-- key=value ...]
 
 A user whose shards lack modality m in half the rows gets a model trained on that data. Before training

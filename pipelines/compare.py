@@ -41,14 +41,29 @@ def run_grid(grid: list[dict], base_config: str | None, base_overrides: list[str
             "val_accuracy": summary["metrics"].get("val_accuracy"),
             "val_balanced_accuracy": summary["metrics"].get("val_balanced_accuracy"),
             "val_macro_f1": summary["metrics"].get("val_macro_f1"),
+            **predictor_columns(summary.get("predictor") or {}),
             "robustness_mean_pattern_accuracy": mean_pattern_accuracy(summary["robustness"]),
             "robustness": summary["robustness"],
             "wall_time_s": round(time.perf_counter() - started, 1),
             "mlflow_run_id": summary["mlflow_run_id"],
+            "model_uri": f"models:/{summary['registered_model']}/{summary['model_version']}",
+            "predictor_candidates": (summary.get("predictor") or {}).get("candidates", []),
+            "epochs": summary["epochs"],
+            "best_epoch": summary["best_epoch"],
             "config": cfg.flat(),
         })
         progress(f"[compare] {name}: balanced accuracy {rows[-1]['val_balanced_accuracy']:.4f}")
     return rows
+
+
+def predictor_columns(predictor: dict) -> dict:
+    """The chosen final predictor and the best single head, each with its validation balanced accuracy."""
+    candidates = {row["candidate"]: row["val_balanced_accuracy"] for row in predictor.get("candidates", [])}
+    chosen = (predictor.get("chosen") or {}).get("name")
+    heads = {name: score for name, score in candidates.items() if name.startswith("head:")}
+    best_head = max(heads, key=heads.get) if heads else None
+    return {"predictor": chosen, "predictor_val_balanced_accuracy": candidates.get(chosen),
+            "best_head": best_head, "best_head_val_balanced_accuracy": heads.get(best_head)}
 
 
 def run_reference(base_config: str | None, base_overrides: list[str], epochs: int = EPOCHS,
@@ -101,15 +116,22 @@ def _number(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _scored(name, value) -> str:
+    return "-" if name is None else f"{_number(value)} ({name})"
+
+
 def markdown_table(rows: list[dict]) -> str:
-    header = ("| setting | modalities | fusion | balanced acc | macro-F1 | accuracy | robustness (mean over "
-              "patterns) | acc, 50% of one modality missing (" + " / ".join(MODALITIES) + ") | wall s |")
-    lines = [header, "|" + "---|" * 9]
+    header = ("| setting | modalities | fusion | balanced acc (fused head) | chosen predictor | best single head | "
+              "macro-F1 | accuracy | robustness (mean over patterns) | acc, 50% of one modality missing ("
+              + " / ".join(MODALITIES) + ") | wall s |")
+    lines = [header, "|" + "---|" * 11]
     for row in rows:
         half = (row["robustness"] or {}).get("missing_rate", {})
         missing = " / ".join(f"{half[m]['0.5']:.3f}" if m in half else "-" for m in MODALITIES)
         lines.append(
             f"| {row['name']} | {row['modalities']} | {row['fusion']} | {_number(row['val_balanced_accuracy'])} | "
+            f"{_scored(row.get('predictor'), row.get('predictor_val_balanced_accuracy'))} | "
+            f"{_scored(row.get('best_head'), row.get('best_head_val_balanced_accuracy'))} | "
             f"{_number(row['val_macro_f1'])} | {_number(row['val_accuracy'])} | "
             f"{_number(row['robustness_mean_pattern_accuracy'])} | {missing} | {row['wall_time_s']:.0f} |"
         )

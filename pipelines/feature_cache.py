@@ -20,12 +20,12 @@ from pipelines.verdicts import Rules, decode_modalities, row_labels, verdict_tab
 from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells
 from resmm.data.cache import (Layout, column_array, decode_versions, entry_key, entry_path, entry_part,
                               read_verified, write_entry)
-from resmm.data.split import buckets_of, in_validation
+from resmm.data.split import buckets_of, in_validation, split_keys
 from resmm.sources.shards import arrow_filesystem, open_filesystem
 
 CACHE_STATE = "cache_state"  # verdict column of a filled shard: built, rebuilt or reused
 CACHE_BYTES = "cache_bytes"
-_VERDICT_COLUMNS = [ROW_HASH, "sample_id", "label", "pattern", "events"]
+_VERDICT_COLUMNS = [ROW_HASH, "sample_id", "label", "split_bucket", "pattern", "events"]
 
 
 @dataclass(frozen=True)
@@ -39,31 +39,32 @@ class CacheTarget:
     def at(cls, url: str) -> "CacheTarget":
         return cls(url.rstrip("/"), decode_versions())
 
-    def entry(self, shard, spec: PreprocessSpec) -> tuple[object, str, str]:
+    def entry(self, shard, spec: PreprocessSpec, group_column: str | None) -> tuple[object, str, str]:
         """(cache filesystem, entry path, key) of one shard."""
         fs, root = open_filesystem(self.url)
-        key = entry_key(shard, spec, self.versions)
+        key = entry_key(shard, spec, self.versions, group_column)
         return fs, entry_path(root, shard, key), key
 
 
 def fill_shard(shard, spec: PreprocessSpec, rules: Rules, target: CacheTarget, batch_rows: int) -> pa.Table:
     """Make sure `shard` has a whole entry (decoding it only when it does not) and return its verdict rows,
     with the cache state and the entry's bytes as two more columns."""
-    fs, path, key = target.entry(shard, spec)
+    fs, path, key = target.entry(shard, spec, rules.group_column)
     problem, stored = read_verified(fs, path, key, shard.num_rows, _VERDICT_COLUMNS)
     if problem is None:
         state, size = "reused", int(fs.info(path).get("size") or 0)
         verdicts = verdict_table(stored.column(ROW_HASH).to_numpy(), [shard.path] * stored.num_rows,
                                  stored.column("sample_id").to_pylist(), stored.column("label").to_pylist(),
-                                 stored.column("pattern").to_numpy(), stored.column("events").to_pylist(), rules)
+                                 stored.column("split_bucket").to_numpy(), stored.column("pattern").to_numpy(),
+                                 stored.column("events").to_pylist(), rules)
     else:
         state = "built" if problem == "missing" else "rebuilt"
         slices: list[pa.Table] = []
         layout = Layout.of(spec)
         size = write_entry(fs, path, decoded_parts(shard, spec, layout, rules, batch_rows, slices), key,
                            shard.num_rows, layout)
-        verdicts = pa.concat_tables(slices) if slices else verdict_table([], [], [], [], np.zeros(0, np.int8),
-                                                                         [], rules)
+        verdicts = pa.concat_tables(slices) if slices else verdict_table(
+            [], [], [], [], np.zeros(0, np.uint16), np.zeros(0, np.int8), [], rules)
     return verdicts.append_column(CACHE_STATE, pa.array([state] * verdicts.num_rows, pa.string())).append_column(
         CACHE_BYTES, pa.array([size] * verdicts.num_rows, pa.int64()))
 
@@ -75,7 +76,7 @@ def decoded_parts(shard, spec: PreprocessSpec, layout: Layout, rules: Rules, bat
     offset = 0
     with fs.open(path, "rb") as handle:
         parquet = pq.ParquetFile(handle)
-        columns = [c for c in ("sample_id", "label", *spec.modalities) if c in parquet.schema_arrow.names]
+        columns = [c for c in rules.columns(spec) if c in parquet.schema_arrow.names]
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
             table = pa.Table.from_batches([batch])
             rows = table.num_rows
@@ -85,10 +86,10 @@ def decoded_parts(shard, spec: PreprocessSpec, layout: Layout, rules: Rules, bat
             offset += rows
             values, pattern, events = decode_modalities(table, preprocessor, features=True)
             sample_ids, labels = column_cells(table.column("sample_id"), rows), row_labels(table)
-            verdicts.append(verdict_table(row_hashes, [shard.path] * rows, sample_ids, labels, pattern, events,
-                                          rules))
-            yield entry_part(row_hashes, sample_ids, labels, buckets_of(sample_ids), pattern, events, values, spec,
-                             layout)
+            buckets = buckets_of(split_keys(table, rules.group_column))
+            verdicts.append(verdict_table(row_hashes, [shard.path] * rows, sample_ids, labels, buckets, pattern,
+                                          events, rules))
+            yield entry_part(row_hashes, sample_ids, labels, buckets, pattern, events, values, spec, layout)
 
 
 def fill_stage(batch: dict, *, shards, spec: PreprocessSpec, rules: Rules, target: CacheTarget,

@@ -28,14 +28,16 @@ def predict_source(source: Source, model_uri: str, tracking_uri: str, *, concurr
 
 def evaluate_model(
     model_uri: str, tracking_uri: str, source: Source, *, validation: bool | None, val_fraction: float,
-    concurrency: int = 1, batch_rows: int = 256,
+    group_column: str | None = None, concurrency: int = 1, batch_rows: int = 256,
 ) -> dict:
     """Balanced accuracy, accuracy and robustness (accuracy per presence pattern and their mean) of a registered
-    model on labelled rows: a separate eval location (validation=None) or one side of the hash split."""
-    predictions = read_source(source, ["sample_id", "label", *MODALITIES]).map_batches(
+    model on labelled rows: a separate eval location (validation=None) or one side of the hash split (by group,
+    else sample_id, as training splits)."""
+    group = [group_column] if group_column and validation is not None else []
+    predictions = read_source(source, ["sample_id", "label", *MODALITIES, *group]).map_batches(
         PatternEvaluator,
         fn_constructor_kwargs={"model_uri": model_uri, "tracking_uri": tracking_uri, "validation": validation,
-                               "val_fraction": val_fraction},
+                               "val_fraction": val_fraction, "group_column": group_column},
         batch_format="pandas",
         batch_size=batch_rows,
         concurrency=concurrency,

@@ -110,17 +110,20 @@ def drop_rows(table: pa.Table, *, row_hashes: np.ndarray) -> pa.Table:
 
 
 def read_split(source: Source, columns: list[str], *, validation: bool | None, val_fraction: float,
-               quarantined: np.ndarray | None = None) -> ray.data.Dataset:
-    """Stream one side of the sample_id hash split (validation=True/False), or every row (None), without the
-    quarantined rows (row hashes found by the validation stage)."""
+               group_column: str | None = None, quarantined: np.ndarray | None = None) -> ray.data.Dataset:
+    """Stream one side of the hash split by group, else sample_id (validation=True/False), or every row (None),
+    without the quarantined rows (row hashes found by the validation stage)."""
     has_quarantine = quarantined is not None and len(quarantined) > 0
+    if validation is not None and group_column and group_column not in columns:
+        columns = [*columns, group_column]  # left out by read_source where the shards carry none
     dataset = read_source(source, columns, row_hashes=has_quarantine)
     if has_quarantine:
         dataset = dataset.map_batches(drop_rows, batch_format="pyarrow", fn_kwargs={"row_hashes": quarantined})
     if validation is None:
         return dataset
     return dataset.map_batches(
-        select_split, batch_format="pyarrow", fn_kwargs={"validation": validation, "val_fraction": val_fraction}
+        select_split, batch_format="pyarrow",
+        fn_kwargs={"validation": validation, "val_fraction": val_fraction, "group_column": group_column},
     )
 
 
@@ -149,12 +152,14 @@ def build_split(
     validation: bool | None,
     val_fraction: float,
     batch_rows: int,
+    group_column: str | None = None,
     quarantined: np.ndarray | None = None,
 ) -> ray.data.Dataset:
-    """read → drop quarantined rows → (optional hash split) → decode/preprocess, as one lazy streaming Dataset."""
+    """read → drop quarantined rows → (optional hash split by group, else sample_id) → decode/preprocess, as one
+    lazy streaming Dataset."""
     dataset = read_split(
         source, ["sample_id", "label", *spec.modalities], validation=validation, val_fraction=val_fraction,
-        quarantined=quarantined,
+        group_column=group_column, quarantined=quarantined,
     )
     return dataset.map_batches(
         preprocess_block, batch_format="pyarrow", batch_size=None, fn_kwargs={"spec": spec, "batch_rows": batch_rows}

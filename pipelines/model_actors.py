@@ -6,8 +6,13 @@ would make an older champion run with this process's (possibly incompatible) res
 """
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 
 def _load(model_uri: str, tracking_uri: str):
@@ -27,6 +32,29 @@ def contract_frame(batch: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def job_split():
+    """This job's resmm/data/split.py, loaded apart from the resmm package (and before a model puts its own resmm
+    first on sys.path): champion and challenger are scored on the rows of one split, whichever resmm each
+    bundles, and a champion bundled before a change to the split still loads."""
+    package = importlib.util.find_spec("resmm")  # locates the package without importing it
+    path = Path(package.origin).parent / "data" / "split.py"
+    spec = importlib.util.spec_from_file_location("_resmm_job_split", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import would: dataclasses and pickling look the module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def one_side(batch: pd.DataFrame, split, validation: bool, val_fraction: float,
+             group_column: str | None) -> pd.DataFrame:
+    """The rows of one side of the split (`split`: the module from job_split), without the group column."""
+    keys = contract_frame(batch[[c for c in ("sample_id", group_column) if c in batch.columns]])
+    table = pa.Table.from_pandas(keys, preserve_index=False)
+    in_val = split.is_validation(split.split_keys(table, group_column), val_fraction)
+    kept = batch[in_val if validation else ~in_val]
+    return kept.drop(columns=[group_column], errors="ignore").reset_index(drop=True)
+
+
 class PyfuncPredictor:
     """map_batches actor: contract rows in, sample_id + predicted_label + prob_<class> out (one row per row)."""
 
@@ -40,26 +68,26 @@ class PyfuncPredictor:
 
 class PatternEvaluator:
     """map_batches actor: for each presence pattern of the model's modalities, the predicted label of every row
-    (optionally of one side of the sample_id split) with the other modalities hidden.
+    (optionally of one side of the split by group, else sample_id) with the other modalities hidden.
     Output columns: label, pred:<pattern>."""
 
-    def __init__(self, model_uri: str, tracking_uri: str, validation: bool | None = None, val_fraction: float = 0.1):
+    def __init__(self, model_uri: str, tracking_uri: str, validation: bool | None = None, val_fraction: float = 0.1,
+                 group_column: str | None = None):
+        self.split = job_split()
         self.model = _load(model_uri, tracking_uri)
         # Imported only now: the model's bundled resmm (first on sys.path after loading) is the one in use.
         from resmm.data.batch import label_name
-        from resmm.data.split import is_validation
         from resmm.train.robustness import pattern_name, presence_patterns
 
-        self.label_name, self.pattern_name, self.is_validation = label_name, pattern_name, is_validation
-        self.validation, self.val_fraction = validation, val_fraction
+        self.label_name, self.pattern_name = label_name, pattern_name
+        self.validation, self.val_fraction, self.group_column = validation, val_fraction, group_column
         spec = self.model.unwrap_python_model().spec
         self.modalities = list(spec.modalities)
         self.patterns = presence_patterns(self.modalities)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         if self.validation is not None:  # one side of the hash split, done here to keep resmm out of fused stages
-            in_val = self.is_validation(batch["sample_id"].tolist(), self.val_fraction)
-            batch = batch[in_val if self.validation else ~in_val].reset_index(drop=True)
+            batch = one_side(batch, self.split, self.validation, self.val_fraction, self.group_column)
         out = pd.DataFrame({"label": [self.label_name(v) for v in batch["label"]]})
         for pattern in self.patterns:
             masked = contract_frame(batch)

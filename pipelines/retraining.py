@@ -103,7 +103,7 @@ def _train_and_gate(cfg: Config, source, fingerprint: dict, tracking_uri: str, p
         eval_source, validation = scan_source(cfg.retrain.eval_path, list(cfg.model.modalities)), None
     else:
         eval_source, validation = source, True
-    evaluate = dict(validation=validation, val_fraction=cfg.data.val_fraction)
+    evaluate = dict(validation=validation, val_fraction=cfg.data.val_fraction, group_column=cfg.data.group_column)
     progress("[retrain] scoring challenger and champion on the same evaluation rows")
     challenger_scores = evaluate_model(f"models:/{name}/{challenger_version}", tracking_uri, eval_source, **evaluate)
     champion_scores = None

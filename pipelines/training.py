@@ -2,6 +2,7 @@
 record_inputs → train (Ray Train DDP) → evaluate → register, all inside one tracked MLflow run."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 import subprocess
@@ -23,6 +24,7 @@ from resmm.modalities import resolve_lengths
 from resmm.datasets import demo
 from resmm.sources.fingerprint import data_fingerprint
 from resmm.models.builders import build_model
+from resmm.models.predictor import Predictor
 from resmm.sources.quarantine import QuarantineReport
 from resmm.console import progress_bar, say
 from resmm.summary import TrainingSummary, format_table
@@ -34,6 +36,7 @@ from resmm.train.checkpoint import STATE_FILE
 from resmm.train.driver import fit, storage_uri
 from resmm.train.recipe import Recipe, apply_recipe, choose_recipe
 from resmm.train.retrieval import flat_metrics, retrieval_recall
+from resmm.train.predictor_choice import PredictorChoice, ValidationOutputs, choose_predictor
 from resmm.train.robustness import mean_pattern_accuracy, robustness_report
 
 
@@ -62,35 +65,52 @@ def counted(batches, bar, spec: PreprocessSpec):
         yield expand_batch(batch, spec)
 
 
+@dataclass
+class Evaluation:
+    """The registered weights scored on the validation split: the predictor chosen there, the robustness report
+    (fused head and chosen predictor) and retrieval recall."""
+
+    choice: PredictorChoice
+    robustness: dict
+    retrieval: dict
+
+
 def evaluate_registered_weights(cfg: Config, spec: PreprocessSpec, model_state: dict, val_dataset,
-                                val_rows: int) -> tuple[dict, dict]:
-    """Robustness report and retrieval recall of the registered weights, streamed over the validation split."""
+                                val_rows: int) -> Evaluation:
+    """Choose the final predictor, then report robustness and retrieval recall, streamed over the validation split."""
     network = build_model(cfg.model, spec, cfg.data.impute)
     network.load_state_dict(model_state)
+
+    def batches(bar):
+        return counted(val_dataset.iter_torch_batches(batch_size=256), bar, spec)
+
+    with progress_bar(val_rows, "predictor choice") as bar:
+        choice = choose_predictor(ValidationOutputs.collect(network, batches(bar)), len(spec.classes),
+                                  seed=cfg.train.seed)
     with progress_bar(val_rows, "robustness") as bar:
-        robustness = robustness_report(
-            network, counted(val_dataset.iter_torch_batches(batch_size=256), bar, spec), spec.modalities,
-            len(spec.classes), seed=cfg.train.seed,
-        )
+        robustness = robustness_report(network, batches(bar), spec.modalities, len(spec.classes),
+                                       seed=cfg.train.seed, predictor=choice.chosen)
     retrieval = {}
     if cfg.model.retrieval:
         with progress_bar(val_rows, "retrieval") as bar:
-            retrieval = retrieval_recall(network, counted(val_dataset.iter_torch_batches(batch_size=256), bar, spec),
-                                         spec.modalities)
-    return robustness, retrieval
+            retrieval = retrieval_recall(network, batches(bar), spec.modalities)
+    return Evaluation(choice, robustness, retrieval)
 
 
 def robustness_rows(report: dict) -> dict:
     """The report as one flat table (setting, modality, missing_rate, accuracy, balanced_accuracy)."""
-    rows = {"setting": [], "modality": [], "missing_rate": [], "accuracy": [], "balanced_accuracy": []}
+    rows = {"setting": [], "modality": [], "missing_rate": [], "accuracy": [], "balanced_accuracy": [],
+            "chosen_balanced_accuracy": []}
+    chosen = report.get("patterns_balanced_chosen", {})
     for pattern, accuracy in report["patterns"].items():
         for key, value in (("setting", "pattern"), ("modality", pattern), ("missing_rate", None),
-                           ("accuracy", accuracy), ("balanced_accuracy", report["patterns_balanced"][pattern])):
+                           ("accuracy", accuracy), ("balanced_accuracy", report["patterns_balanced"][pattern]),
+                           ("chosen_balanced_accuracy", chosen.get(pattern))):
             rows[key].append(value)
     for modality, curve in report["missing_rate"].items():
         for rate, accuracy in curve.items():
             for key, value in (("setting", "missing_rate"), ("modality", modality), ("missing_rate", float(rate)),
-                               ("accuracy", accuracy), ("balanced_accuracy", None)):
+                               ("accuracy", accuracy), ("balanced_accuracy", None), ("chosen_balanced_accuracy", None)):
                 rows[key].append(value)
     return rows
 
@@ -103,7 +123,8 @@ def validate_sources(cfg: Config, modalities: list[str], train_source, val_sourc
     null_label_is_fault = cfg.data.unlabeled_rows == "quarantine"
     cache = cache_target(cfg)
     checks = {"train": validate_source(
-        train_source, spec, Rules(True, null_label_is_fault, classes, None if val_source else cfg.data.val_fraction),
+        train_source, spec, Rules(True, null_label_is_fault, classes, None if val_source else cfg.data.val_fraction,
+                                  cfg.data.group_column),
         batch_rows=cfg.data.preprocess_batch_rows, progress=progress, name="train", cache=cache,
     )}
     if val_source is not None:
@@ -242,14 +263,16 @@ def prepare_data(cfg: Config, progress=say, train_source: Source | None = None) 
 
 
 def split_datasets(cfg: Config, spec: PreprocessSpec, checks: dict[str, Validation]) -> dict:
-    """The streaming train and val datasets: one location split by sample_id hash, or two locations."""
+    """The streaming train and val datasets: one location split by a hash of each row's group (else sample_id),
+    or two locations."""
     if "val" in checks:
         sides = {"train": (checks["train"], None), "val": (checks["val"], None)}
     else:
         sides = {"train": (checks["train"], False), "val": (checks["train"], True)}
     return {
         name: (build_split(check.source, spec, validation=side, val_fraction=cfg.data.val_fraction,
-                           batch_rows=cfg.data.preprocess_batch_rows, quarantined=check.quarantined_row_hashes)
+                           batch_rows=cfg.data.preprocess_batch_rows, group_column=cfg.data.group_column,
+                           quarantined=check.quarantined_row_hashes)
                if check.entries is None else
                read_cached_split(list(check.entries), check.cache.location, spec, validation=side,
                                  val_fraction=cfg.data.val_fraction, quarantined=check.quarantined_row_hashes))
@@ -297,11 +320,15 @@ def train(run: TrackedRun, data: PreparedData, initial_weights: dict | None, pro
     return Trained(best, state["model"], worker, restarts, epochs_run, stop_reason)
 
 
-def evaluate(run: TrackedRun, data: PreparedData, trained: Trained, progress) -> tuple[dict, dict]:
-    """Robustness (and retrieval) of the best weights over the validation split, with tables and plots."""
-    progress("[resmm] robustness report: every presence pattern and missing rates 0.0-0.9 per modality")
-    robustness, retrieval = evaluate_registered_weights(data.cfg, data.spec, trained.model_state,
-                                                        data.datasets["val"], data.val_rows)
+def evaluate(run: TrackedRun, data: PreparedData, trained: Trained, progress) -> Evaluation:
+    """Predictor choice, robustness (and retrieval) of the best weights over the validation split, with tables
+    and plots."""
+    progress("[resmm] choosing the final predictor on the validation split; robustness report: every presence "
+             "pattern and missing rates 0.0-0.9 per modality")
+    evaluation = evaluate_registered_weights(data.cfg, data.spec, trained.model_state, data.datasets["val"],
+                                             data.val_rows)
+    record_choice(run, evaluation.choice, trained.best["epoch"])
+    robustness, retrieval = evaluation.robustness, evaluation.retrieval
     if retrieval:
         run.log_dict(retrieval, "retrieval/recall.json")
         run.log_metrics(flat_metrics(retrieval), step=trained.best["epoch"])
@@ -312,18 +339,32 @@ def evaluate(run: TrackedRun, data: PreparedData, trained: Trained, progress) ->
     run.log_dict({"fed_class_counts": fed, "epoch": trained.best["epoch"]}, "data/fed_class_counts.json")
     run.log_metrics({"robustness/mean_pattern_accuracy": mean_pattern_accuracy(robustness),
                      **{f"fed_rows/{c}": n for c, n in fed.items()}}, step=trained.epochs_run - 1)
-    return robustness, retrieval
+    return evaluation
 
 
-def register(run: TrackedRun, data: PreparedData, trained: Trained) -> tuple[str, str, dict]:
-    """Log the pyfunc model and register it; returns (model URI, version, the headline metrics)."""
+def record_choice(run: TrackedRun, choice: PredictorChoice, best_epoch: int) -> None:
+    """The chosen predictor as params, every candidate's validation score as a table and metrics."""
+    chosen = choice.chosen
+    run.log_params({"predictor.name": chosen.name, "predictor.fused_weight": round(chosen.fused, 4),
+                    **{f"predictor.head_weight.{m}": round(w, 4) for m, w in chosen.heads.items()}})
+    run.log_table({key: [row[key] if key != "head_weights" else json.dumps(row[key]) for row in choice.table]
+                   for key in (choice.table[0] if choice.table else {})}, "predictor/candidates.json")
+    # MLflow metric names take no '+': fused+late:equal is logged as predictor/fused_late:equal/...
+    run.log_metrics({f"predictor/{row['candidate'].replace('+', '_')}/val_balanced_accuracy":
+                     row["val_balanced_accuracy"] for row in choice.table}, step=best_epoch)
+
+
+def register(run: TrackedRun, data: PreparedData, trained: Trained, predictor: Predictor) -> tuple[str, str, dict]:
+    """Log the pyfunc model (with its chosen predictor) and register it; returns (model URI, version, the
+    headline metrics)."""
     cfg = data.cfg
     bundle = {"model": cfg.model.model_dump(mode="json"), "spec": data.spec.to_dict(),
-              "impute": cfg.data.impute}
+              "impute": cfg.data.impute, "predictor": predictor.as_dict()}
     model_uri, version = registry.log_and_register(
         tracking_uri=run.tracking_uri, run_id=run.run_id, registered_model=cfg.mlflow.registered_model,
         model_state=trained.model_state, bundle=bundle,
-        tags={**data.lineage, "resmm.mlflow_run_id": run.run_id, "resmm.best_epoch": trained.best["epoch"]},
+        tags={**data.lineage, "resmm.mlflow_run_id": run.run_id, "resmm.best_epoch": trained.best["epoch"] + 1,
+              "resmm.predictor": predictor.name},
     )
     best = trained.best
     headline = {k: best[k] for k in ("val_accuracy", "val_balanced_accuracy", "val_macro_f1") if k in best}
@@ -349,11 +390,12 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
         progress(f"[resmm] MLflow run {run.run_id} at {tracking_uri}; Ray Train run '{run.run_name}'")
         quarantine = record_inputs(run, data, progress)
         trained = train(run, data, initial_weights, progress)
-        robustness, retrieval = evaluate(run, data, trained, progress)
-        model_uri, version, headline = register(run, data, trained)
+        evaluation = evaluate(run, data, trained, progress)
+        model_uri, version, headline = register(run, data, trained, evaluation.choice.chosen)
     summary = summarise(data, run, trained, started, model_uri=model_uri, model_version=version,
-                        metrics=headline, quarantine=quarantine.as_summary(), robustness=robustness,
-                        retrieval=retrieval, cache=cache_summary(data.checks))
+                        metrics=headline, quarantine=quarantine.as_summary(), robustness=evaluation.robustness,
+                        retrieval=evaluation.retrieval, cache=cache_summary(data.checks),
+                        predictor=evaluation.choice.as_summary())
     progress(format_table(summary))
     return summary
 
@@ -366,7 +408,7 @@ def summarise(data: PreparedData, run: TrackedRun, trained: Trained, started: fl
         mlflow_tracking_uri=run.tracking_uri, registered_model=data.cfg.mlflow.registered_model,
         data_fingerprint=data.fingerprint["digest"], ray_train_run_name=run.run_name,
         num_workers=data.cfg.train.num_workers, epochs=trained.epochs_run, stop_reason=trained.stop_reason,
-        best_epoch=trained.best["epoch"], start_epoch=worker.get("start_epoch", 0), restarts=trained.restarts,
+        best_epoch=trained.best["epoch"] + 1, start_epoch=worker.get("start_epoch", 0), restarts=trained.restarts,
         recipe={"loss": recipe.loss, "resample": recipe.resample,
                 "imbalance_ratio": round(recipe.imbalance_ratio, 3), "reason": recipe.reason},
         lengths={c.key: {"value": c.value, "reason": c.reason} for c in data.lengths},

@@ -25,6 +25,7 @@ from pipelines.verdicts import Rules, inspect_batch
 from resmm.data.batch import PreprocessSpec
 from resmm.data.cache import CacheStats
 from resmm.data.decoded import MODALITY_FAULTS
+from resmm.sources.contract import check_group_column
 from resmm.sources.profile import DataProfile
 from resmm.sources.quarantine import DUPLICATE_SAMPLE_ID, QuarantineReport, later_duplicates
 from resmm.console import progress_bar, say
@@ -144,8 +145,7 @@ def inspect_block(table: pa.Table, *, spec: PreprocessSpec, rules: Rules, batch_
 def _inspect(source: Source, spec: PreprocessSpec, rules: Rules, batch_rows: int, name: str,
              cache: CacheTarget | None) -> tuple[_Verdicts, CacheStats | None]:
     if cache is None:
-        columns = ["sample_id", "label", *spec.modalities]
-        inspected = read_source(source, columns, row_hashes=True, paths=True).map_batches(
+        inspected = read_source(source, rules.columns(spec), row_hashes=True, paths=True).map_batches(
             inspect_block, batch_format="pyarrow", batch_size=None,
             fn_kwargs={"spec": spec, "rules": rules, "batch_rows": batch_rows},
         )
@@ -180,7 +180,8 @@ def validate_source(source: Source, spec: PreprocessSpec, rules: Rules, *, batch
                     progress=say, name: str = "data", cache: CacheTarget | None = None) -> Validation:
     """Run the validation stage over every row of `source`; see resmm.sources.quarantine for the policy per fault.
     `name` labels its progress bar; `cache`: fill (or reuse) the decoded-feature cache on the way."""
-    columns = ["sample_id", "label", *spec.modalities]
+    check_group_column(source.shards, rules.group_column)
+    columns = rules.columns(spec)
     try:
         verdicts, stats = _inspect(source, spec, rules, batch_rows, name, cache)
     except (ray.exceptions.RayError, OSError, pa.ArrowException) as exc:
@@ -210,7 +211,8 @@ def validate_source(source: Source, spec: PreprocessSpec, rules: Rules, *, batch
         quarantined=verdicts.quarantined,
         report=verdicts.report,
         cache=stats,
-        entries=tuple(cache.entry(shard, spec)[1] for shard in source.shards) if cache is not None else None,
+        entries=(tuple(cache.entry(shard, spec, rules.group_column)[1] for shard in source.shards)
+                 if cache is not None else None),
     )
 
 

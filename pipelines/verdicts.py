@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from pipelines.ingest import ROW_HASH
 from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells, label_name
-from resmm.data.split import is_validation
+from resmm.data.split import buckets_of, in_validation, split_keys
 from resmm.sources.quarantine import id_hashes, row_faults
 
 
@@ -20,14 +20,19 @@ class Rules:
     null_label_is_fault: bool  # data.unlabeled_rows == "quarantine"
     classes: tuple[str, ...] | None  # data.classes when configured
     val_fraction: float | None  # hash-split the rows into train/val sides (None: one side)
+    group_column: str | None = None  # data.group_column: a group's rows share a side (None: split by sample_id)
+
+    def columns(self, spec: PreprocessSpec) -> list[str]:
+        """The source columns the stage reads: the id, the label, every modality and the group column."""
+        return ["sample_id", "label", *spec.modalities, *([self.group_column] if self.group_column else [])]
 
 
 def inspect_batch(table: pa.Table, *, spec: PreprocessSpec, rules: Rules) -> pa.Table:
     """map_batches stage: one verdict row per input row (ids hashed, bytes dropped); see verdict_table."""
     _, pattern, events = decode_modalities(table, BatchPreprocessor(spec), features=False)
     return verdict_table(table.column(ROW_HASH).to_numpy(), table.column("path").to_pylist(),
-                         column_cells(table.column("sample_id"), table.num_rows), row_labels(table), pattern,
-                         events, rules)
+                         column_cells(table.column("sample_id"), table.num_rows), row_labels(table),
+                         buckets_of(split_keys(table, rules.group_column)), pattern, events, rules)
 
 
 def decode_modalities(table: pa.Table, preprocessor: BatchPreprocessor, features: bool):
@@ -54,17 +59,17 @@ def row_labels(table: pa.Table) -> list:
     return [label_name(v) for v in column_cells(column, table.num_rows)]
 
 
-def verdict_table(row_hashes, paths, sample_ids: list, labels: list, pattern: np.ndarray, events: list,
-                  rules: Rules) -> pa.Table:
+def verdict_table(row_hashes, paths, sample_ids: list, labels: list, buckets: np.ndarray, pattern: np.ndarray,
+                  events: list, rules: Rules) -> pa.Table:
     """The verdict rows the driver sums (_Verdicts.add), from what decoding found (pattern, events) and the
-    run's rules (row faults, split side), which are judged afresh every run.
+    run's rules (row faults, split side of each row's split bucket), which are judged afresh every run.
 
     Columns: row_hash, path, id_hash, is_val, label, pattern (bit i = modality i present after decoding),
     reason (row fault or null), events (comma-joined modality faults and limits, or null).
     """
     classes = set(rules.classes) if rules.classes else None
     reasons = row_faults(sample_ids, labels, classes, rules.labelled and rules.null_label_is_fault)
-    is_val = (is_validation(sample_ids, rules.val_fraction) if rules.val_fraction is not None
+    is_val = (in_validation(buckets, rules.val_fraction) if rules.val_fraction is not None
               else np.zeros(len(sample_ids), dtype=bool))
     return pa.table({
         ROW_HASH: pa.array(row_hashes, pa.uint64()),

@@ -14,6 +14,7 @@ from resmm.modalities import MODALITIES as MODALITY_RECORDS, nest_flat_keys
 from resmm.models.builders import FUSIONS
 from resmm.models.encoders import NORMS
 from resmm.models.imputation import IMPUTERS
+from resmm.sources.contract import GROUP_COLUMN
 from resmm.train.losses import LOSSES
 
 MODALITIES = tuple(MODALITY_RECORDS)
@@ -39,8 +40,12 @@ class _DataSection(_Section):
     """`data.*` without the per-modality sections, which DataConfig adds from the modality registry."""
 
     path: str | None = None  # directory, glob or fsspec URL of Parquet shards; None = built-in demo dataset
-    val_path: str | None = None  # separate evaluation shards; None = hash split of `path` by sample_id
+    val_path: str | None = None  # separate evaluation shards; None = hash split of `path` by group, else sample_id
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    # The column naming each row's group (the same object photographed again, the same speaker): a group's rows
+    # all land on one side of the hash split, so near-duplicates never straddle it. Rows with a null or empty
+    # group, and data without the default column, split by sample_id. None = split by sample_id only.
+    group_column: str | None = Field(GROUP_COLUMN, min_length=1)
     classes: list[str] | None = None  # class vocabulary; None = derived from the training labels
     preprocess_batch_rows: int = Field(256, ge=1)  # rows per decode call inside a read+decode task
     # Decoded-feature cache (resmm/data/cache.py): decode each shard once and stream later epochs and runs from
@@ -77,6 +82,13 @@ class _DataSection(_Section):
         if value is not None and (not value or any(w < 0 for w in value.values()) or not any(value.values())):
             raise ValueError("must map class names to non-negative weights, at least one positive")
         return None if value is None else {str(k): float(w) for k, w in value.items()}
+
+    @field_validator("group_column")
+    @classmethod
+    def _group_column_is_not_a_contract_column(cls, value: str | None) -> str | None:
+        if value in ("sample_id", "label", *MODALITIES):
+            raise ValueError("must name the column of each row's group, not a contract column (null: by sample_id)")
+        return value
 
     @field_validator("classes")
     @classmethod
@@ -149,7 +161,11 @@ class TrainConfig(_Section):
     # auto: chosen from the class counts of the profile pass (resmm/train/recipe.py)
     loss: LossName = "auto"
     logit_adjust_tau: float = Field(1.0, gt=0.0, le=10.0)  # τ of `logit_adjusted`: logits + τ·log(prior)
-    modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # ModDrop: drop each present modality w.p. p
+    # ModDrop at the fusion: hide each present modality from the fused head w.p. p (its own head still sees it).
+    modality_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)  # of every head's loss (focal excepted)
+    # Validate, checkpoint and register an exponential moving average of the weights (decay per step); None: off.
+    ema_decay: float | None = Field(None, gt=0.0, lt=1.0)
     # Weight of the per-modality heads' losses (their mean). At 1.0 each encoder keeps a gradient of its own, so
     # a modality that learns slower is not starved by one that learns faster (Wang et al. 2020, "What makes
     # training multi-modal classification networks hard?"); 1.0 beat 0.3 on both development corpora.

@@ -24,7 +24,7 @@ class TrainingSummary:
     num_workers: int
     epochs: int  # epochs run; `stop_reason` says why training ended there
     stop_reason: str
-    best_epoch: int
+    best_epoch: int  # counted from 1, as the console's epoch lines and stop reason count
     start_epoch: int  # > 0: resumed from a checkpoint of an earlier attempt
     restarts: int  # worker-group restarts from the last checkpoint
     recipe: dict  # the imbalance treatment chosen and the profile figure behind it
@@ -42,6 +42,7 @@ class TrainingSummary:
     robustness: dict
     retrieval: dict = field(default_factory=dict)
     cache: dict = field(default_factory=dict)  # the decoded-feature cache: rows decoded, rows cached, where, bytes
+    predictor: dict = field(default_factory=dict)  # the chosen final predictor and every candidate's validation score
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -63,9 +64,8 @@ def format_table(summary: dict) -> str:
         ("wall time", f"{summary.get('wall_time_s', 0):.1f} s"),
         ("throughput", f"{summary.get('throughput_samples_per_s', 0):.1f} samples/s"),
     ] + [(name, f"{value:.4f}") for name, value in metrics.items()]
-    robustness = summary.get("robustness") or {}
-    for pattern, accuracy in (robustness.get("patterns") or {}).items():
-        rows.append((f"accuracy with {pattern}", "n/a" if accuracy is None else f"{accuracy:.4f}"))
+    rows += predictor_rows(summary.get("predictor") or {})
+    rows += pattern_rows(summary.get("robustness") or {})
     quarantine = summary.get("quarantine") or {}
     if quarantine:
         rows.append(("files skipped", len(quarantine.get("files", []))))
@@ -88,6 +88,32 @@ def format_table(summary: dict) -> str:
     lines = ["", "resmm training summary", "-" * (width + 40)]
     lines += [f"{k.ljust(width)}  {v}" for k, v in rows]
     return "\n".join(lines)
+
+
+def _score(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def predictor_rows(predictor: dict) -> list[tuple[str, str]]:
+    """One row per candidate of the final predictor, the chosen one marked."""
+    chosen = (predictor.get("chosen") or {}).get("name")
+    rows = [("final predictor", chosen)] if chosen else []
+    for row in predictor.get("candidates", []):
+        weights = " ".join(f"{m}:{w:g}" for m, w in row["head_weights"].items() if w)
+        detail = f"fused:{row['fused_weight']:g} {weights}".strip()
+        rows.append((f"  val balanced acc {row['candidate']}",
+                     f"{_score(row['val_balanced_accuracy'])}  ({detail}; {row['scored_on']})"
+                     + ("  <- chosen" if row["candidate"] == chosen else "")))
+    return rows
+
+
+def pattern_rows(robustness: dict) -> list[tuple[str, str]]:
+    """Balanced accuracy per presence pattern: the fused head's, and the chosen predictor's beside it."""
+    fused, chosen = robustness.get("patterns_balanced") or {}, robustness.get("patterns_balanced_chosen") or {}
+    name = robustness.get("predictor", "fused")
+    return [(f"balanced acc with {pattern}",
+             f"fused {_score(value)}" + (f", {name} {_score(chosen.get(pattern))}" if chosen else ""))
+            for pattern, value in fused.items()]
 
 
 def write_json(summary: dict, path: str | Path) -> None:

@@ -1,5 +1,5 @@
 """The comparison table: resmm's rows and the reference's rows, which have no missing-rate robustness."""
-from pipelines.compare import markdown_table
+from pipelines.compare import markdown_table, predictor_columns
 
 
 def scores(value: float, rows: int = 10) -> dict:
@@ -11,6 +11,9 @@ def test_table_shows_the_reference_beside_resmm_with_dashes_for_what_it_lacks():
         "name": "mrn", "modalities": "image+text", "fusion": "mrn", "val_balanced_accuracy": 0.9,
         "val_macro_f1": 0.8, "val_accuracy": 0.85, "robustness_mean_pattern_accuracy": 0.7,
         "robustness": {"missing_rate": {"image": {"0.5": 0.6}, "text": {"0.5": 0.5}}}, "wall_time_s": 12.0,
+        **predictor_columns({"chosen": {"name": "late:skill"}, "candidates": [
+            {"candidate": "fused", "val_balanced_accuracy": 0.9}, {"candidate": "head:image", "val_balanced_accuracy": 0.7},
+            {"candidate": "head:text", "val_balanced_accuracy": 0.8}, {"candidate": "late:skill", "val_balanced_accuracy": 0.95}]}),
     }
     image = {
         "name": "reference: image CNN", "modalities": "image", "fusion": "-", "val_balanced_accuracy": 0.5,
@@ -24,8 +27,9 @@ def test_table_shows_the_reference_beside_resmm_with_dashes_for_what_it_lacks():
 
     lines = markdown_table([resmm_row, image, fusion]).splitlines()
 
-    assert lines[2] == "| mrn | image+text | mrn | 0.9000 | 0.8000 | 0.8500 | 0.7000 | 0.600 / 0.500 / - | 12 |"
-    assert lines[3] == "| reference: image CNN | image | - | 0.5000 | 0.4000 | 0.4500 | - | - / - / - | 3 |"
+    assert lines[2] == ("| mrn | image+text | mrn | 0.9000 | 0.9500 (late:skill) | 0.8000 (head:text) | 0.8000 | 0.8500 | "
+                        "0.7000 | 0.600 / 0.500 / - | 12 |")
+    assert lines[3] == "| reference: image CNN | image | - | 0.5000 | - | - | 0.4000 | 0.4500 | - | - / - / - | 3 |"
     assert "| 0.5500 | - / - / - |" in lines[4]
     assert "image 0.4200" in "\n".join(lines)  # the unimodal score on every validation row, in the note
     assert "| image+text | 9 | 0.6000 | 0.6000 | 0.6000 |" in lines

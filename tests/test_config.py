@@ -30,6 +30,12 @@ def test_yaml_then_overrides(tmp_path):
     assert cfg.data.classes == ["a", "b"]
 
 
+def test_the_group_column_defaults_to_group_id_and_null_splits_by_sample_id():
+    assert load_config().data.group_column == "group_id"
+    assert load_config(None, ["data.group_column=null"]).data.group_column is None
+    assert load_config(None, ["data.group_column=speaker"]).data.group_column == "speaker"
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -39,6 +45,9 @@ def test_yaml_then_overrides(tmp_path):
         ("train.epochs=0", "config error: train.epochs: Input should be greater than or equal to 1 (got 0)"),
         ("model.modalities=[]", "config error: model.modalities: must be a non-empty subset"),
         ("notakeyvalue", "is not of the form key=value"),
+        ("data.group_column=label", "config error: data.group_column: must name the column of each row's group, "
+                                    "not a contract column (null: by sample_id) (got 'label')"),
+        ("data.group_column=''", "config error: data.group_column: String should have at least 1 character"),
     ],
 )
 def test_bad_values_give_one_line_errors(override, message):

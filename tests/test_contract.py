@@ -4,7 +4,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines.ingest import scan_source
-from resmm.sources.contract import resolve_classes
+from pipelines.validation import Rules, validate_source
+from resmm.config import load_config
+from resmm.data.batch import PreprocessSpec
+from resmm.sources.contract import check_group_column, resolve_classes
 from resmm.sources.contract import ContractError
 from resmm.sources.shards import ShardError
 from tests.conftest import contract_table
@@ -37,6 +40,25 @@ def test_wrong_type_names_file_column_and_expected_type(shard_dir):
 def test_label_types_must_agree_across_shards(shard_dir):
     pq.write_table(contract_table(label_type=pa.string()), shard_dir / "part-str.parquet")
     with pytest.raises(ContractError, match="'label' is integer in .* but string in"):
+        scan_source(str(shard_dir), ALL)
+
+
+def test_a_named_group_column_missing_from_a_training_shard_is_a_one_line_error(shard_dir):
+    source = scan_source(str(shard_dir), ALL)
+    spec = PreprocessSpec.from_config(load_config().data, ALL, ())
+    with pytest.raises(ContractError, match=r"part-\d\.parquet: missing column 'speaker' named by "
+                                            r"data\.group_column \(expected string") as info:
+        validate_source(source, spec, Rules(True, True, None, 0.1, "speaker"))  # raised before anything is read
+    assert "\n" not in str(info.value)
+    check_group_column(source.shards, "group_id")  # the default column may be absent from every shard
+
+
+def test_the_group_column_is_a_string_in_every_shard_or_in_none(shard_dir):
+    pq.write_table(contract_table().append_column("group_id", pa.array(["g"] * 12)), shard_dir / "part-9.parquet")
+    with pytest.raises(ContractError, match=r"part-\d\.parquet: missing column 'group_id' that other shards carry"):
+        check_group_column(scan_source(str(shard_dir), ALL).shards, "group_id")
+    pq.write_table(contract_table().append_column("group_id", pa.array(range(12))), shard_dir / "part-8.parquet")
+    with pytest.raises(ContractError, match=r"part-8\.parquet: column 'group_id' has type int64, expected string"):
         scan_source(str(shard_dir), ALL)
 
 

@@ -39,11 +39,20 @@ def test_demo_is_in_the_contract_with_missing_modalities(small_demo):
     assert not all_missing.any()
 
 
+def test_rows_with_an_image_are_grouped_by_its_glyph(small_demo):
+    table = pq.read_table(small_demo[0])
+    for image, group, label in zip(*(table.column(c).to_pylist() for c in ("image", "group_id", "label"))):
+        assert (group is None) == (image is None)  # no image: split by sample_id
+        if group is not None and label is not None:
+            prefix, digit, index = group.split("-")
+            assert (prefix, int(digit)) == ("glyph", label) and index.isdigit()
+
+
 def test_demo_is_deterministic(small_demo, tmp_path):
     path, spec = small_demo
     again = build(tmp_path / "again", spec, progress=lambda _: None)
     first, second = pq.read_table(path), pq.read_table(again)
-    for column in ("sample_id", "label", "image", "text", "origin"):
+    for column in ("sample_id", "label", "image", "text", "group_id", "origin"):
         assert first.column(column).equals(second.column(column)), column
     # Ogg/Vorbis stamps each stream with a random serial number, so compare the audio itself, not its bytes.
     for a, b in zip(first.column("audio").to_pylist(), second.column("audio").to_pylist()):

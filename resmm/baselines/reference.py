@@ -8,7 +8,7 @@ text through a mean EmbeddingBag over resmm's hashed token ids.
 Rows are read the way resmm's validation stage reads them: unreadable files are skipped, rows with a null or
 duplicate `sample_id`, a null label or a label outside `data.classes` are dropped. One difference: of several
 rows sharing a `sample_id`, resmm keeps the one with the smallest Ray row hash, this module the first in file
-order (both copies lie on the same side of the split).
+order (both copies lie on the same side of the split unless their groups differ).
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import BatchSampler, WeightedRandomSampler
 
-from resmm.sources.contract import check_schema, resolve_classes
+from resmm.sources.contract import check_group_column, check_schema, resolve_classes
 from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells, label_name
 from resmm.modalities import resolve_lengths
-from resmm.data.split import is_validation
+from resmm.data.split import buckets_of, in_validation, split_keys
 from resmm.datasets import demo
 from resmm.sources.shards import ShardError, list_parquet_files, read_footers
 from resmm.train.metrics import classification_metrics
@@ -108,19 +108,23 @@ def build_reference_model(modality: str, spec: PreprocessSpec) -> nn.Module:
 
 
 def read_clean_rows(url: str, spec: PreprocessSpec, configured: set | None, batch_rows: int,
-                    progress: Callable = print) -> Iterator[tuple[pa.Table, list[str]]]:
-    """(rows, their label names) in parts of `batch_rows`, without the rows resmm quarantines. A file that fails
-    to read part-way is dropped whole, as resmm's validation stage drops it."""
+                    progress: Callable = print,
+                    group_column: str | None = None) -> Iterator[tuple[pa.Table, list[str]]]:
+    """(rows, their label names) in parts of `batch_rows`, without the rows resmm quarantines, with the group
+    column where the shards carry it. A file that fails to read part-way is dropped whole, as resmm's validation
+    stage drops it."""
     fs, paths = list_parquet_files(url)
     shards, unreadable = read_footers(fs, paths)
     for bad in unreadable:
         progress(f"[reference] skipping {bad['path']}: {bad['reason']}")
     if not shards:
         raise ShardError(f"data path '{url}': none of its {len(paths)} Parquet file(s) is readable")
-    columns = ["sample_id", "label", *spec.modalities]
+    check_group_column(shards, group_column)
     seen: set[str] = set()
     for shard in shards:
         check_schema(shard.schema, shard.url, spec.modalities, labelled=True)
+        group = [group_column] if group_column in shard.schema.names else []
+        columns = ["sample_id", "label", *spec.modalities, *group]
         parts, ids = [], set()
         try:
             with fs.open(shard.path, "rb") as handle:
@@ -144,21 +148,24 @@ def read_clean_rows(url: str, spec: PreprocessSpec, configured: set | None, batc
 
 
 def decode_rows(url: str, spec: PreprocessSpec, configured: set | None, batch_rows: int,
-                progress: Callable = print) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Every clean row of `url` decoded into memory: {<m>, <m>_present, sample_id}, plus the label names."""
+                progress: Callable = print,
+                group_column: str | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Every clean row of `url` decoded into memory: {<m>, <m>_present, sample_id, split_bucket (by group, else
+    sample_id)}, plus the label names."""
     preprocess = BatchPreprocessor(spec)
     parts, names = [], []
-    for table, labels in read_clean_rows(url, spec, configured, batch_rows, progress):
+    for table, labels in read_clean_rows(url, spec, configured, batch_rows, progress, group_column):
         if table.num_rows == 0:
             continue
         decoded = {k: v for k, v in preprocess({c: table.column(c) for c in table.column_names}).items()
                    if k != "label"}
         decoded["sample_id"] = np.array(table.column("sample_id").to_pylist(), dtype=object)
+        decoded["split_bucket"] = buckets_of(split_keys(table, group_column))
         parts.append(decoded)
         names += labels
     if not parts:
         raise ShardError(f"data path '{url}' holds no labelled rows that resmm would train or validate on")
-    keys = [*(k for m in spec.modalities for k in (m, f"{m}_present")), "sample_id"]
+    keys = [*(k for m in spec.modalities for k in (m, f"{m}_present")), "sample_id", "split_bucket"]
     return {k: np.concatenate([p[k] for p in parts]) for k in keys}, names
 
 
@@ -176,7 +183,7 @@ def decode_split(cfg, progress: Callable = print) -> tuple[dict, dict, list[str]
     """resmm's train/validation split of the configured data, decoded with resmm's preprocessor.
 
     Returns (train, val, classes); train and val hold `<m>` arrays of `spec.input_shape(m)` per row,
-    `<m>_present` (float32 0/1), `label` (int64 class index) and `sample_id`.
+    `<m>_present` (float32 0/1), `label` (int64 class index), `sample_id` and `split_bucket`.
     """
     modalities = list(cfg.model.modalities)
     data_url = demo.path_or_default(cfg.data.path, progress)
@@ -184,12 +191,12 @@ def decode_split(cfg, progress: Callable = print) -> tuple[dict, dict, list[str]
     decode_spec = PreprocessSpec.from_config(cfg.data, modalities, ())
     configured = set(cfg.data.classes) if cfg.data.classes else None
     batch_rows = cfg.data.preprocess_batch_rows
-    arrays, names = decode_rows(data_url, decode_spec, configured, batch_rows, progress)
+    arrays, names = decode_rows(data_url, decode_spec, configured, batch_rows, progress, cfg.data.group_column)
     if cfg.data.val_path:
         in_val = np.zeros(len(names), dtype=bool)
         val, val_names = decode_rows(cfg.data.val_path, decode_spec, configured, batch_rows, progress)
     else:
-        in_val = is_validation(arrays["sample_id"], cfg.data.val_fraction)
+        in_val = in_validation(arrays["split_bucket"], cfg.data.val_fraction)
         val = take(arrays, np.flatnonzero(in_val))
         val_names = [n for n, v in zip(names, in_val) if v]
     train = take(arrays, np.flatnonzero(~in_val))

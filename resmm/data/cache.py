@@ -3,16 +3,17 @@ later epochs and retrains read features instead of re-decoding bytes (FFCV's pre
 `snapshot`, HF `datasets`' fingerprinted map cache, applied per shard).
 
 An entry's name carries a key over everything its contents depend on: the shard's identity (URL, size, ETag or
-mtime, footer rows), the preprocessing settings of each modality read, and the versions of the decode code and
-of the libraries it calls. A changed shard, setting or decoder therefore misses and is decoded again; nothing is
-ever updated in place. Entries are written to a temporary name and renamed, with Parquet page checksums, so a
-crash leaves no half-written entry and a corrupt one is detected when read (see `read_verified`).
+mtime, footer rows), the preprocessing settings of each modality read, the group column of the split buckets,
+and the versions of the decode code and of the libraries it calls. A changed shard, setting or decoder therefore
+misses and is decoded again; nothing is ever updated in place. Entries are written to a temporary name and
+renamed, with Parquet page checksums, so a crash leaves no half-written entry and a corrupt one is detected when
+read (see `read_verified`).
 
 Columns of an entry (one row per source row, in source order):
     row_hash      uint64   Ray's row hash of the source row (the quarantine's row identity)
-    sample_id     string   as in the source (row faults and the split are judged on it each run)
+    sample_id     string   as in the source (row faults are judged on it each run)
     label         string   the class name, null when unlabeled
-    split_bucket  uint16   crc32(sample_id) % 10000, the split's bucket (resmm.data.split)
+    split_bucket  uint16   crc32(group, else sample_id) % 10000, the split's bucket (resmm.data.split)
     pattern       int8     bit i set = modality i of the entry present after decoding
     events        string   comma-joined decode faults and input limits of the row, or null
     <modality>    fixed-size binary: the row's compact values (image uint8 C×H×W, tokens uint16, log-mel fp16)
@@ -38,9 +39,11 @@ from resmm.data.batch import PreprocessSpec
 from resmm.modalities import MODALITIES
 
 CACHE_FORMAT = 1
-# The modules whose code shapes a decoded value: a change to any of them changes every key.
+# The modules whose code shapes a stored value (decoded features, split buckets): a change to any of them
+# changes every key.
 _DECODE_SOURCES = ("data/decoded.py", "data/image.py", "data/audio.py", "data/text.py", "data/batch.py",
-                   "data/cache.py", "modalities/image.py", "modalities/audio.py", "modalities/text.py")
+                   "data/cache.py", "data/split.py", "modalities/image.py", "modalities/audio.py",
+                   "modalities/text.py")
 _LIBRARIES = ("numpy", "pillow", "soundfile", "scipy", "pyarrow")
 _META_KEY = b"resmm.cache"
 
@@ -63,12 +66,14 @@ def decode_versions() -> dict:
     return versions
 
 
-def entry_key(shard, spec: PreprocessSpec, versions: dict) -> str:
-    """sha256 over the shard's identity, the preprocessing of every modality read, and the decode versions."""
+def entry_key(shard, spec: PreprocessSpec, versions: dict, group_column: str | None) -> str:
+    """sha256 over the shard's identity, the preprocessing of every modality read, the group column that keyed
+    the split buckets, and the decode versions."""
     identity = {
         "shard": {"url": shard.url, "size": shard.size_bytes, "version": shard.version, "rows": shard.num_rows},
         "modalities": list(spec.modalities),
         "settings": {m: spec.settings[m].model_dump(mode="json") for m in spec.modalities},
+        "group_column": group_column,
         "versions": versions,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()

@@ -70,7 +70,9 @@ def transform_fed_batch(batch: dict, modalities, augment: bool, modality_dropout
 
 
 def drop_modalities(batch: dict, modalities, probability: float, generator: torch.Generator) -> dict:
-    """ModDrop (Neverova et al. 2016): hide each present modality w.p. `probability`, never all of a row's."""
+    """ModDrop (Neverova et al. 2016) at the fusion: hide each present modality from the imputer and the fusion
+    w.p. `probability`, never all of a row's (`<m>_fusion_present`). Its own head still trains on it, since the
+    head sees that modality alone and hiding it would only waste the head's rows."""
     if probability <= 0 or len(modalities) < 2:
         return batch
     present = torch.stack([batch[f"{m}_present"].cpu() > 0.5 for m in modalities], 1)  # (B, M)
@@ -78,5 +80,5 @@ def drop_modalities(batch: dict, modalities, probability: float, generator: torc
     drop &= (present & ~drop).any(1, keepdim=True)  # a row that would lose everything keeps all
     out = dict(batch)
     for i, m in enumerate(modalities):
-        out[f"{m}_present"] = batch[f"{m}_present"] * (~drop[:, i]).to(batch[f"{m}_present"])
+        out[f"{m}_fusion_present"] = batch[f"{m}_present"] * (~drop[:, i]).to(batch[f"{m}_present"])
     return out

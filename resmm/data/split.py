@@ -1,4 +1,9 @@
-"""Deterministic train/validation split by a stable hash of sample_id: the same row lands on the same side forever."""
+"""Deterministic train/validation split by a stable hash of each row's split key: its group (`data.group_column`)
+when it has one, else its sample_id. The same row, and every row of its group, lands on the same side forever.
+
+Only the standard library, numpy and pyarrow are imported here: pipelines/model_actors.py loads this file apart
+from the resmm package.
+"""
 from __future__ import annotations
 
 import zlib
@@ -10,9 +15,19 @@ _BUCKETS = 10_000
 
 
 def buckets_of(sample_ids) -> np.ndarray:
-    """(N,) uint16 split bucket of each sample id: crc32 % 10,000, stable across processes and runs."""
+    """(N,) uint16 split bucket of each split key: crc32 % 10,000, stable across processes and runs."""
     return np.fromiter((zlib.crc32(str(s).encode("utf-8")) % _BUCKETS for s in sample_ids), dtype=np.uint16,
                        count=len(sample_ids))
+
+
+def split_keys(table: pa.Table, group_column: str | None) -> list:
+    """Each row's split key: its `group_column` cell when non-empty, else its sample_id (every row of a table
+    without that column), so near-duplicates that share a group never straddle the split."""
+    sample_ids = table.column("sample_id").to_pylist()
+    if group_column is None or group_column not in table.column_names:
+        return sample_ids
+    groups = table.column(group_column).to_pylist()
+    return [sample_id if group in (None, "") else group for sample_id, group in zip(sample_ids, groups)]
 
 
 def in_validation(buckets: np.ndarray, val_fraction: float) -> np.ndarray:
@@ -21,11 +36,11 @@ def in_validation(buckets: np.ndarray, val_fraction: float) -> np.ndarray:
 
 
 def is_validation(sample_ids, val_fraction: float) -> np.ndarray:
-    """(N,) bool: which sample ids fall in the validation split."""
+    """(N,) bool: which split keys fall in the validation split."""
     return in_validation(buckets_of(sample_ids), val_fraction)
 
 
-def select_split(table: pa.Table, *, validation: bool, val_fraction: float) -> pa.Table:
+def select_split(table: pa.Table, *, validation: bool, val_fraction: float, group_column: str | None) -> pa.Table:
     """map_batches stage (pyarrow format): keep only the rows of one side of the split."""
-    in_val = is_validation(table.column("sample_id").to_pylist(), val_fraction)
+    in_val = is_validation(split_keys(table, group_column), val_fraction)
     return table.filter(pa.array(in_val if validation else ~in_val))

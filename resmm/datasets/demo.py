@@ -4,7 +4,9 @@ Everything is real and offline: handwritten digits from the MNIST subset shipped
 bundled 8×8 digits; number words in 20 languages from `num2words`; spoken digits synthesised by `espeak-ng` across
 languages, voices, speeds and pitches. The classes follow a long tail, every modality is missing in some rows,
 and each modality is degraded beyond recognition in a share of rows (occlusion, drowning noise, text that names
-no number), so no single modality is enough and fusion has something to win.
+no number), so no single modality is enough and fusion has something to win. A row's `group_id` names the
+handwritten glyph its image was drawn from (null without an image), so copies of one glyph share a side of the
+validation split.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from scipy.signal import resample_poly
 
 from resmm.datasets import is_built, long_tail_counts, publish  # noqa: F401  (is_built: part of this corpus's API)
 
-DATASET_VERSION = 1
+DATASET_VERSION = 2  # 2: the group_id column
 NUM_CLASSES = 10
 
 _TEXT_LANGS = ["en", "fr", "de", "es", "it", "pt", "nl", "pl", "ru", "tr",
@@ -221,16 +223,18 @@ def build(out_dir: str | Path, spec: DemoSpec = DemoSpec(), progress=print) -> P
     degraded = rng.random((spec.rows, 3)) < spec.degraded_rate
     unlabeled = rng.random(spec.rows) < spec.unlabeled_rate
 
-    columns: dict[str, list] = {"sample_id": [], "label": [], "image": [], "text": [], "audio": [], "origin": []}
+    columns: dict[str, list] = {"sample_id": [], "label": [], "image": [], "text": [], "audio": [], "group_id": [],
+                                "origin": []}
     for i, digit in enumerate(labels):
         digit = int(digit)
         pool = images[digit]
         clips = bank[digit]
         columns["sample_id"].append(f"demo-{spec.seed}-{i:07d}")
         columns["label"].append(None if unlabeled[i] else digit)
-        columns["image"].append(
-            _make_image(pool[int(rng.integers(len(pool)))], degraded[i, 0], rng) if present[i, 0] else None
-        )
+        glyph = int(rng.integers(len(pool))) if present[i, 0] else None
+        columns["image"].append(_make_image(pool[glyph], degraded[i, 0], rng) if glyph is not None else None)
+        # Rows drawn from one handwritten glyph are near-duplicates: one group, one side of the split.
+        columns["group_id"].append(f"glyph-{digit}-{glyph}" if glyph is not None else None)
         columns["text"].append(_make_text(digit, degraded[i, 1], rng) if present[i, 1] else None)
         columns["audio"].append(
             _make_audio(clips[int(rng.integers(len(clips)))], babble, rate, degraded[i, 2], spec, rng)
@@ -242,7 +246,7 @@ def build(out_dir: str | Path, spec: DemoSpec = DemoSpec(), progress=print) -> P
 
     schema = pa.schema([
         ("sample_id", pa.string()), ("label", pa.int64()), ("image", pa.binary()),
-        ("text", pa.string()), ("audio", pa.binary()), ("origin", pa.string()),
+        ("text", pa.string()), ("audio", pa.binary()), ("group_id", pa.string()), ("origin", pa.string()),
     ])
     table = pa.table(columns, schema=schema)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,8 @@ background noise only. About 2% of training rows are unlabeled.
 Stamp-disjoint holdout: a seeded hash reserves about 20% of each class's stamps for `<out>/holdout/` (balanced
 over classes, always labeled); the training shards in `<out>/train/` only ever show the other stamps. Train with
 `data.path=<out>/train` (pointing at `<out>` itself would read both), and evaluate `<out>/holdout` only at the
-end: it measures generalisation to clip art the model has never seen, not just to new augmentations.
+end: it measures generalisation to clip art the model has never seen, not just to new augmentations. Within
+`<out>/train`, each row's `group_id` is its stamp, so resmm's validation split keeps a stamp's rows on one side too.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ from scipy.signal import resample_poly
 
 from resmm.datasets import is_built, long_tail_counts, publish  # noqa: F401  (is_built: part of this corpus's API)
 
-DATASET_VERSION = 1
+DATASET_VERSION = 2  # 2: the group_id column
 STAMPS_ROOT = Path("/usr/share/tuxpaint/stamps")
 DEBIAN_PACKAGE = "tuxpaint-stamps-default"
 MISSING_PACKAGE = (
@@ -457,7 +458,7 @@ def _plan_split(
 
 _COLUMNS = pa.schema([
     ("sample_id", pa.string()), ("label", pa.string()), ("image", pa.binary()), ("text", pa.string()),
-    ("audio", pa.binary()), ("stamp", pa.string()), ("origin", pa.string()),
+    ("audio", pa.binary()), ("stamp", pa.string()), ("group_id", pa.string()), ("origin", pa.string()),
 ])
 
 
@@ -482,7 +483,8 @@ def _render_row(row: _Row, art: dict, clips: dict, backgrounds: dict, spec: Stam
                             spec, rng)
     flags = "".join(m if state == "degraded" else "-" for m, state in zip("ita", (row.image, row.text, row.audio)))
     return {"sample_id": row.sample_id, "label": row.label if row.labeled else None, "image": image, "text": text,
-            "audio": audio, "stamp": row.stamp.key, "origin": f"degraded:{flags} text:{text_lang} audio:{audio_origin}"}
+            "audio": audio, "stamp": row.stamp.key, "group_id": row.stamp.key,
+            "origin": f"degraded:{flags} text:{text_lang} audio:{audio_origin}"}
 
 
 def _write_split(

@@ -51,4 +51,6 @@ class MultimodalResidualNet(nn.Module):
                                 self.retrieval_embeddings(embeddings))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> MultimodalOutput:
-        return self.classify(self.encode(batch), {m: batch[f"{m}_present"] for m in self.encoders})
+        # ModDrop (resmm/data/feed.py) hides modalities from the fusion only, as `<m>_fusion_present`.
+        return self.classify(self.encode(batch),
+                             {m: batch.get(f"{m}_fusion_present", batch[f"{m}_present"]) for m in self.encoders})

@@ -8,10 +8,14 @@ from resmm.modalities.base import string_column
 
 _STRING = string_column().accepts
 _LABEL = (lambda t: _STRING(t) or pa.types.is_integer(t) or pa.types.is_null(t))
+_GROUP = (lambda t: _STRING(t) or pa.types.is_null(t))
+GROUP_COLUMN = "group_id"  # data.group_column's default: optional, a shard may leave it out
+_GROUP_DESCRIPTION = "string (the row's group: a group's rows share one side of the split; null = by sample_id)"
 # column -> (accepted arrow type predicate, human description); each modality's column comes from its record.
 _ID_AND_LABEL = {
     "sample_id": (_STRING, "string (unique row id)"),
     "label": (_LABEL, "string or integer class (null = unlabeled)"),
+    GROUP_COLUMN: (_GROUP, _GROUP_DESCRIPTION),
 }
 
 
@@ -42,6 +46,22 @@ def check_schema(schema: pa.Schema, path: str, modalities, labelled: bool = True
             raise ContractError(
                 f"{path}: column '{column}' has type {schema.field(column).type}, expected {description}"
             )
+
+
+def check_group_column(shards, group_column: str | None) -> None:
+    """Raise ContractError unless the group column is in every training shard, as a string column; the default
+    `group_id` may instead be in none (the split is then by sample_id, as without groups)."""
+    if group_column is None:
+        return
+    missing = [s.url for s in shards if group_column not in s.schema.names]
+    if missing and (group_column != GROUP_COLUMN or len(missing) < len(shards)):
+        # A shard without the column would split its rows by sample_id, apart from their groups elsewhere.
+        named = "named by data.group_column" if group_column != GROUP_COLUMN else "that other shards carry"
+        raise ContractError(f"{missing[0]}: missing column '{group_column}' {named} (expected {_GROUP_DESCRIPTION})")
+    for shard in shards:
+        if group_column in shard.schema.names and not _GROUP(shard.schema.field(group_column).type):
+            raise ContractError(f"{shard.url}: column '{group_column}' has type "
+                                f"{shard.schema.field(group_column).type}, expected {_GROUP_DESCRIPTION}")
 
 
 def label_kind(schema: pa.Schema) -> str:

@@ -34,12 +34,18 @@ def close(figure) -> None:
 
 
 def robustness_figure(report: dict):
-    """Left: accuracy and balanced accuracy per presence pattern; right: accuracy vs random missing rate."""
+    """Left: the fused head's accuracy and balanced accuracy, and the chosen predictor's balanced accuracy, per
+    presence pattern; right: accuracy vs random missing rate."""
     figure, (bars, lines) = plt.subplots(1, 2, figsize=(12, 4.5))
     names = list(report["patterns"])
     x = np.arange(len(names))
-    bars.bar(x - 0.2, [report["patterns"][n] or 0 for n in names], 0.4, label="accuracy")
-    bars.bar(x + 0.2, [report["patterns_balanced"][n] or 0 for n in names], 0.4, label="balanced accuracy")
+    chosen = report.get("patterns_balanced_chosen")
+    width = 0.27 if chosen else 0.4
+    bars.bar(x - width, [report["patterns"][n] or 0 for n in names], width, label="accuracy (fused head)")
+    bars.bar(x, [report["patterns_balanced"][n] or 0 for n in names], width, label="balanced accuracy (fused head)")
+    if chosen:
+        bars.bar(x + width, [chosen[n] or 0 for n in names], width,
+                 label=f"balanced accuracy ({report.get('predictor', 'chosen')})")
     bars.set_xticks(x, names, rotation=30, ha="right")
     bars.set_ylim(0, 1)
     bars.set_title("validation rows restricted to a presence pattern")

@@ -1,4 +1,5 @@
-"""The served model: an MLflow pyfunc whose `predict` takes Parquet-contract rows and returns class probabilities.
+"""The served model: an MLflow pyfunc whose `predict` takes Parquet-contract rows and returns class probabilities
+of the final predictor chosen on validation (resmm/models/predictor.py, saved in the bundle).
 
 Rows come from Python (image / audio as raw bytes) or from a REST request (`mlflow models serve`, JSON), where
 image and audio are base64 strings. Null, an empty string or an absent column means the modality is missing,
@@ -21,6 +22,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from resmm.config import ModelConfig
 from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells
 from resmm.modalities import MODALITIES
+from resmm.models.predictor import Predictor
 
 WEIGHTS_ARTIFACT = "weights"
 BUNDLE_ARTIFACT = "bundle"
@@ -60,7 +62,8 @@ def probability_column(class_name: str) -> str:
 
 
 def load_network(bundle: dict, weights_path: str):
-    """Rebuild the network from its saved bundle (model config + preprocessing spec) and state dict."""
+    """Rebuild the network from its saved bundle (model config + preprocessing spec) and state dict; the
+    bundle's chosen predictor is read separately (Predictor.from_dict)."""
     from resmm.models.builders import build_model
 
     spec = PreprocessSpec.from_dict(bundle["spec"])
@@ -79,6 +82,7 @@ class ResmmPyfunc(mlflow.pyfunc.PythonModel):
         with open(context.artifacts[BUNDLE_ARTIFACT]) as handle:
             bundle = json.load(handle)
         self.network, self.spec = load_network(bundle, context.artifacts[WEIGHTS_ARTIFACT])
+        self.predictor = Predictor.from_dict(bundle.get("predictor"))  # chosen on validation at training time
         self.preprocess = BatchPreprocessor(self.spec)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
@@ -98,6 +102,14 @@ class ResmmPyfunc(mlflow.pyfunc.PythonModel):
     @torch.no_grad()
     def _predict_chunk(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
         """(probabilities (rows, classes), per row the comma-joined modalities whose content was unreadable)."""
+        batch, unreadable = self.model_inputs(frame)
+        output = self.network(batch)
+        present = {m: batch[f"{m}_present"] for m in self.spec.modalities}
+        probs = self.predictor.probabilities(output.logits, output.modality_logits, present).numpy()
+        return probs, unreadable
+
+    def model_inputs(self, frame: pd.DataFrame) -> tuple[dict, list[str]]:
+        """(the network's input batch, per row the comma-joined modalities whose content was unreadable)."""
         rows = len(frame)
         batch, unreadable = {}, [[] for _ in range(rows)]
         for modality in self.spec.modalities:
@@ -112,5 +124,4 @@ class ResmmPyfunc(mlflow.pyfunc.PythonModel):
                     unreadable[row].append(modality)
             batch[modality] = torch.from_numpy(decoded.values)
             batch[f"{modality}_present"] = torch.from_numpy(decoded.present.astype(np.float32))
-        probs = torch.softmax(self.network(batch).logits.float(), dim=1).numpy()
-        return probs, [",".join(names) for names in unreadable]
+        return batch, [",".join(names) for names in unreadable]

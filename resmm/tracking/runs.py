@@ -84,12 +84,18 @@ def start_run(tracking_uri: str, experiment: str, run_name: str | None, params: 
         run_name = f"resmm-{run_id[:12]}"
         client.update_run(run_id, name=run_name)
         client.set_tag(run_id, RAY_RUN_TAG, run_name)
-    param_items = [(k, _param_text(v)) for k, v in sorted(params.items())]
-    for start in range(0, len(param_items), 100):  # log_batch takes at most 100 params per call
+    log_params(tracking_uri, run_id, params)
+    return run_id, run_name
+
+
+def log_params(tracking_uri: str, run_id: str, params: dict) -> None:
+    """Params in batches of 100 (log_batch's limit); a resumed run re-logs the same values, which MLflow allows."""
+    client = MlflowClient(tracking_uri)
+    param_items = [(k, _param_text(v)) for k, v in sorted(redact(params).items())]
+    for start in range(0, len(param_items), 100):
         client.log_batch(
             run_id, params=[mlflow.entities.Param(k, v) for k, v in param_items[start : start + 100]]
         )
-    return run_id, run_name
 
 
 def _param_text(value) -> str:
@@ -186,6 +192,9 @@ class TrackedRun:
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         log_metrics(self.tracking_uri, self.run_id, metrics, step)
+
+    def log_params(self, params: dict) -> None:
+        log_params(self.tracking_uri, self.run_id, params)
 
     def log_dict(self, payload: dict, artifact_file: str) -> None:
         log_dict(self.tracking_uri, self.run_id, payload, artifact_file)

@@ -14,6 +14,7 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from resmm.config import Config
 from resmm.data.batch import PreprocessSpec
@@ -159,6 +160,12 @@ class WorkerState:
     started: float = field(default_factory=time.perf_counter)
     reporter: EpochReporter | None = None  # the current epoch's progress line (rank 0 draws it)
     epoch_seconds: float = 0.0
+    ema: AveragedModel | None = None  # rank 0's moving average of the weights (train.ema_decay), when on
+
+    @property
+    def evaluated_model(self) -> torch.nn.Module:
+        """What validation scores and the checkpoint registers: the averaged weights when on, else the trained."""
+        return self.ema.module if self.ema is not None else unwrap(self.model)
 
     @property
     def board(self):
@@ -185,8 +192,8 @@ def setup(loop_config: dict, context) -> WorkerState:
     checkpoint = ray.train.get_checkpoint()  # a restarted worker group, or a re-run with the same run name
     restored = load_state(checkpoint) if checkpoint else None
     board = loop_config.get("progress_board") if rank == 0 else None
-    if restored:
-        model.load_state_dict(restored["model"])
+    if restored:  # an averaged run checkpoints the averaged weights as "model", the trained ones beside them
+        model.load_state_dict(restored.get("trained_model", restored["model"]))
     elif loop_config.get("initial_weights"):
         note = warm_start(model, loop_config["initial_weights"])
         if board is not None:
@@ -203,20 +210,31 @@ def setup(loop_config: dict, context) -> WorkerState:
     expected_rows = cfg.data.epoch_rows or loop_config["train_rows"]
     state = WorkerState(
         cfg, spec, loop_config, rank, world, device, ddp_model, optimizer, precision.grad_scaler(), precision,
-        LongTailLoss(cfg.train.loss, loop_config["class_counts"], tau=cfg.train.logit_adjust_tau).to(device),
+        LongTailLoss(cfg.train.loss, loop_config["class_counts"], tau=cfg.train.logit_adjust_tau,
+                     label_smoothing=cfg.train.label_smoothing).to(device),
         budget, plateau, start_epoch=0,
         warmup_steps=max(1, expected_rows // (cfg.train.worker_batch_rows() * world)) if budget.until_converged else 0,
         fed_counts=torch.zeros(len(spec.classes), dtype=torch.float64),
     )
+    if rank == 0 and cfg.train.ema_decay is not None:
+        state.ema = weight_average(ddp_model, cfg.train.ema_decay)
     if restored:
         restore(state, restored)
     return state
+
+
+def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of the weights and the BatchNorm statistics (Polyak & Juditsky 1992;
+    AutoGluon and timm validate and ship the averaged weights): smoother than the last step's weights."""
+    return AveragedModel(unwrap(model), multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def restore(state: WorkerState, restored: dict) -> None:
     """Continue after the checkpoint's epoch with its optimizer, budget and schedule."""
     state.optimizer.load_state_dict(restored["optimizer"])
     state.start_epoch = restored["epoch"] + 1
+    if state.ema is not None and restored.get("ema"):
+        state.ema.load_state_dict(restored["ema"])
     if restored.get("budget"):
         state.budget.load_state_dict(restored["budget"])
         state.plateau.load_state_dict(restored["plateau"])
@@ -283,6 +301,8 @@ def train_one_epoch(state: WorkerState, epoch: int, shard) -> dict:
                     group["lr"] = cfg.train.lr * warmup_factor(batches, state.warmup_steps)
             loss, parts = train_step(state.model, batch, state.optimizer, state.scaler, state.precision,
                                      state.objective)
+            if state.ema is not None:
+                state.ema.update_parameters(unwrap(state.model))
             for name, value in parts.items():
                 components[name] = components.get(name, 0.0) + float(value)
             labels = batch["label"].cpu()
@@ -312,7 +332,7 @@ def validate(state: WorkerState, val_data) -> dict:
     num_classes = len(state.spec.classes)
     batches = (expand_batch(batch, state.spec)
                for batch in val_data.iter_torch_batches(batch_size=VALIDATION_BATCH_ROWS, device=state.device))
-    labels, preds, per_head = predict_dataset(unwrap(state.model), batches, state.device)
+    labels, preds, per_head = predict_dataset(state.evaluated_model, batches, state.device)
     metrics = classification_metrics(labels, preds, num_classes)
     for m, (head_labels, head_preds) in per_head.items():
         head = classification_metrics(head_labels, head_preds, num_classes, prefix=f"val_head_{m}_")
@@ -337,6 +357,9 @@ def end_epoch(state: WorkerState, epoch: int, metrics: dict) -> None:
         state.plateau.step(score)
     checkpoint = None
     if state.rank == 0:
-        checkpoint = save_checkpoint(state.model, state.optimizer, epoch, metrics,
-                                     {"budget": state.budget.state_dict(), "plateau": state.plateau.state_dict()})
+        averaged = ({"trained_model": unwrap(state.model).state_dict(), "ema": state.ema.state_dict()}
+                    if state.ema is not None else {})
+        checkpoint = save_checkpoint(state.evaluated_model, state.optimizer, epoch, metrics,
+                                     {"budget": state.budget.state_dict(), "plateau": state.plateau.state_dict(),
+                                      **averaged})
     ray.train.report({k: v for k, v in metrics.items() if not isinstance(v, list)}, checkpoint=checkpoint)

@@ -5,6 +5,8 @@
 - `focal`: focal loss, γ = 2 (Lin et al. 2017).
 - `logit_adjusted`: cross-entropy on logits + τ·log(prior) (Menon et al. 2021, "Long-tail learning via logit
   adjustment"); at prediction time the raw logits are used, which removes the prior's bias towards the head.
+
+`label_smoothing` (Szegedy et al. 2016) applies to every loss but focal.
 """
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ from torch import nn
 from resmm.data.batch import UNLABELED
 
 def _cross_entropy(loss: "LongTailLoss", logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits, labels)
+    return F.cross_entropy(logits, labels, label_smoothing=loss.label_smoothing)
 
 
 def _class_balanced(loss: "LongTailLoss", logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    per_row = F.cross_entropy(logits, labels, weight=loss.class_weights, reduction="none")
+    per_row = F.cross_entropy(logits, labels, weight=loss.class_weights, reduction="none",
+                              label_smoothing=loss.label_smoothing)
     return per_row.sum() / loss.class_weights[labels].sum().clamp(min=1e-9)  # weighted mean, clamped
 
 
@@ -29,7 +32,7 @@ def _focal(loss: "LongTailLoss", logits: torch.Tensor, labels: torch.Tensor) -> 
 
 
 def _logit_adjusted(loss: "LongTailLoss", logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits + loss.log_prior_scaled, labels)
+    return F.cross_entropy(logits + loss.log_prior_scaled, labels, label_smoothing=loss.label_smoothing)
 
 
 # `train.loss` name -> mean loss over the labelled rows of a batch.
@@ -38,11 +41,12 @@ LOSSES = {"ce": _cross_entropy, "class_balanced": _class_balanced, "focal": _foc
 
 
 class LongTailLoss(nn.Module):
-    def __init__(self, kind: str, class_counts: list[float], beta: float = 0.999, gamma: float = 2.0, tau: float = 1.0):
+    def __init__(self, kind: str, class_counts: list[float], beta: float = 0.999, gamma: float = 2.0, tau: float = 1.0,
+                 label_smoothing: float = 0.0):
         super().__init__()
         if kind not in LOSSES:
             raise ValueError(f"unknown loss '{kind}'")
-        self.kind, self.gamma = kind, gamma
+        self.kind, self.gamma, self.label_smoothing = kind, gamma, label_smoothing
         counts = torch.tensor(class_counts, dtype=torch.float32).clamp(min=1.0)
         effective = (1.0 - beta**counts) / (1.0 - beta)
         weights = 1.0 / effective

@@ -1,4 +1,8 @@
-"""The multi-loss objective: fused head + per-modality auxiliary heads + imputer reconstruction + InfoNCE."""
+"""The multi-loss objective: fused head + per-modality auxiliary heads + imputer reconstruction + InfoNCE.
+
+Every head trains on the fused head's imbalance treatment (the same `LongTailLoss`): a head on plain
+cross-entropy leans to the frequent classes on long-tailed data, and the final predictor may be that head
+(resmm/train/predictor_choice.py)."""
 from __future__ import annotations
 
 import itertools
@@ -11,12 +15,12 @@ from resmm.data.batch import UNLABELED
 RETRIEVAL_TEMPERATURE = 0.1
 
 
-def head_loss(logits: torch.Tensor, labels: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of one modality's head over labelled rows where the modality is present."""
+def head_loss(logits: torch.Tensor, labels: torch.Tensor, present: torch.Tensor, loss_fn) -> torch.Tensor:
+    """`loss_fn` (the fused head's loss) of one modality's head over labelled rows where the modality is present."""
     rows = (labels != UNLABELED) & (present > 0.5)
     if not rows.any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits[rows].float(), labels[rows])
+        return logits.sum() * 0.0  # keeps the head in the graph for DDP
+    return loss_fn(logits[rows], labels[rows])
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -36,7 +40,7 @@ def total_loss(output, batch: dict, fused_loss_fn, aux_weight: float, retrieval_
     components = {"loss_fused": fused.detach()}
     loss = fused
     if output.modality_logits:
-        heads = {m: head_loss(logits, labels, batch[f"{m}_present"]) for m, logits in output.modality_logits.items()}
+        heads = {m: head_loss(logits, labels, batch[f"{m}_present"], fused_loss_fn) for m, logits in output.modality_logits.items()}
         components.update({f"loss_head_{m}": v.detach() for m, v in heads.items()})
         loss = loss + aux_weight * torch.stack(list(heads.values())).mean()
     if output.aux_loss is not None:

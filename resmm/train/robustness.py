@@ -10,6 +10,7 @@ from itertools import combinations
 import numpy as np
 import torch
 
+from resmm.models.predictor import FUSED_HEAD, Predictor
 from resmm.train.metrics import classification_metrics
 
 MISSING_RATES = tuple(round(0.1 * i, 1) for i in range(10))
@@ -25,7 +26,10 @@ def presence_patterns(modalities) -> list[tuple[str, ...]]:
 
 
 @torch.no_grad()
-def robustness_report(model, batches, modalities, num_classes: int, seed: int = 0) -> dict:
+def robustness_report(model, batches, modalities, num_classes: int, seed: int = 0,
+                      predictor: Predictor = FUSED_HEAD) -> dict:
+    """Per presence pattern: the fused head's and `predictor`'s (the run's chosen one) accuracy; per modality and
+    missing rate: the fused head's accuracy."""
     model.eval()
     modalities = list(modalities)
     patterns = presence_patterns(modalities)
@@ -42,7 +46,10 @@ def robustness_report(model, batches, modalities, num_classes: int, seed: int = 
         labels.append(batch["label"].cpu().numpy())
         for pattern in patterns:  # keep only the pattern's modalities (rows lacking one stay lacking it)
             masked = {m: present[m] * float(m in pattern) for m in modalities}
-            record(f"pattern:{pattern_name(pattern)}", model.classify(embeddings, masked).logits)
+            output = model.classify(embeddings, masked)
+            record(f"pattern:{pattern_name(pattern)}", output.logits)
+            record(f"chosen:{pattern_name(pattern)}", predictor.log_scores(output.logits, output.modality_logits,
+                                                                             masked))
         for m in modalities:
             for rate in MISSING_RATES:
                 dropped = torch.rand(len(batch["label"]), generator=generator) < rate
@@ -59,6 +66,10 @@ def robustness_report(model, batches, modalities, num_classes: int, seed: int = 
         "patterns": {pattern_name(p): scores[f"pattern:{pattern_name(p)}"].get("accuracy") for p in patterns},
         "patterns_balanced": {
             pattern_name(p): scores[f"pattern:{pattern_name(p)}"].get("balanced_accuracy") for p in patterns
+        },
+        "predictor": predictor.name,
+        "patterns_balanced_chosen": {
+            pattern_name(p): scores[f"chosen:{pattern_name(p)}"].get("balanced_accuracy") for p in patterns
         },
         "missing_rate": {
             m: {f"{rate:.1f}": scores[f"rate:{m}:{rate}"].get("accuracy") for rate in MISSING_RATES}

@@ -28,6 +28,18 @@ def test_split_and_decoding_match_resmm(shard_dir):
     assert train["text"].dtype == np.int64 and train["image"].dtype == np.float32
 
 
+def test_split_keeps_each_group_on_one_side(tmp_path):
+    groups = [f"object-{i % 6}" for i in range(12)]
+    for shard in range(2):
+        table = contract_table(seed=shard * 100).append_column("group_id", pa.array(groups))
+        pq.write_table(table, tmp_path / f"part-{shard}.parquet")
+    cfg = load_config(None, [f"data.path={tmp_path}", "data.val_fraction=0.3"])
+    train, val, _ = decode_split(cfg, progress=lambda _line: None)
+    group_of = {f"s{seed}-{i}": group for seed in (0, 100) for i, group in enumerate(groups)}
+    val_groups, train_groups = ({group_of[s] for s in side["sample_id"]} for side in (val, train))
+    assert val_groups and train_groups and not val_groups & train_groups
+
+
 def test_rows_resmm_quarantines_are_left_out(tmp_path):
     table = contract_table(rows=6)
     ids = table.column("sample_id").to_pylist()

@@ -58,6 +58,12 @@ def test_stamps_are_in_the_contract_with_missing_modalities(tiny):
 
 
 @needs_package
+def test_rows_are_grouped_by_their_stamp(tiny):
+    table = pq.read_table(tiny / "train")
+    assert table.column("group_id").to_pylist() == table.column("stamp").to_pylist()
+
+
+@needs_package
 def test_training_labels_follow_the_class_counts(tiny):
     labels = pq.read_table(tiny / "train").column("label").to_pylist()
     unlabeled = labels.count(None)

@@ -68,3 +68,30 @@ def test_rest_requests_that_break_the_schema_get_400_with_a_reason(served):
     assert status == 400 and "no rows" in body["message"]
     status, body = post(served, {"dataframe_records": [{"image": 5, "text": "x"}, {"image": "abc", "text": "y"}]})
     assert status == 400 and "column 'image' holds a int" in body["message"]
+
+
+def test_rest_returns_the_probabilities_of_the_predictor_chosen_on_validation(served, submitted_run, demo_slice,
+                                                                              mlflow_server):
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from resmm.models.predictor import Predictor
+
+    summary, _ = submitted_run
+    rows = request_rows(demo_slice, 6)
+    rows[1]["image"], rows[2]["text"] = None, None
+    status, body = post(served, {"dataframe_records": rows})
+    assert status == 200, body
+    mlflow.set_tracking_uri(mlflow_server)
+    try:
+        loaded = mlflow.pyfunc.load_model(f"models:/resmm-e2e/{summary['model_version']}")
+    finally:
+        mlflow.set_tracking_uri(None)
+    chosen = Predictor.from_dict(summary["predictor"]["chosen"])
+    assert loaded.unwrap_python_model().predictor == chosen  # the bundle holds the run's choice
+    local = loaded.predict(pd.DataFrame(rows)).filter(like="prob_")
+    served_probs = pd.DataFrame(body["predictions"])[list(local.columns)].to_numpy()
+    np.testing.assert_allclose(served_probs, local.to_numpy(), atol=1e-5)
+    scores = {row["candidate"]: row["val_balanced_accuracy"] for row in summary["predictor"]["candidates"]}
+    assert scores[chosen.name] == max(scores.values())

@@ -16,10 +16,11 @@ pytestmark = pytest.mark.e2e
 
 
 def majority_class_rate(data_dir) -> float:
-    from resmm.data.split import is_validation
+    from resmm.data.split import is_validation, split_keys
 
-    table = pq.read_table(data_dir, columns=["sample_id", "label"]).to_pandas()
-    val = table[is_validation(table["sample_id"].tolist(), 0.1) & table["label"].notna()]
+    table = pq.read_table(data_dir, columns=["sample_id", "label", "group_id"])
+    frame = table.to_pandas()
+    val = frame[is_validation(split_keys(table, "group_id"), 0.1) & frame["label"].notna()]
     return float(val["label"].value_counts(normalize=True).max())
 
 

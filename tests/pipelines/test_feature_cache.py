@@ -6,6 +6,7 @@ import shutil
 import threading
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -16,11 +17,13 @@ from pipelines.validation import Rules, validate_source
 from resmm.config import load_config
 from resmm.data.batch import PreprocessSpec
 from resmm.data.cache import entry_key, expand_batch, list_entries, prune_entries, read_verified
+from resmm.data.split import buckets_of, in_validation
 from resmm.sources.shards import open_filesystem
 from tests.conftest import contract_table
 
 ALL = ["image", "text", "audio"]
 RULES = Rules(True, True, ("0", "1", "2"), 0.25)
+GROUPED = Rules(True, True, ("0", "1", "2"), 0.25, "group_id")
 ROWS_PER_SHARD = 12
 
 
@@ -39,9 +42,30 @@ def shards(tmp_path):
     return root
 
 
-def validate(root, spec, cache_dir, batch_rows=5):
-    return validate_source(scan_source(str(root), ALL), spec, RULES, batch_rows=batch_rows, progress=lambda _: None,
-                           cache=CacheTarget.at(str(cache_dir)))
+@pytest.fixture
+def grouped_shards(tmp_path):
+    """Three shards whose rows are photos of 5 objects (a group spans shards), the last row of each ungrouped."""
+    root = tmp_path / "grouped"
+    root.mkdir()
+    groups = [f"object-{i % 5}" for i in range(ROWS_PER_SHARD - 1)] + [None]
+    for shard in range(3):
+        table = contract_table(rows=ROWS_PER_SHARD, seed=shard * 100)
+        pq.write_table(table.append_column("group_id", pa.array(groups, pa.string())), root / f"part-{shard}.parquet")
+    return root
+
+
+def group_or_id(table) -> list:
+    return [g or s for s, g in zip(table.column("sample_id").to_pylist(), table.column("group_id").to_pylist())]
+
+
+def expected_validation(root) -> np.ndarray:
+    """Each row's side by its group, else its sample_id, in file order."""
+    return in_validation(buckets_of(group_or_id(pq.read_table(root))), GROUPED.val_fraction)
+
+
+def validate(root, spec, cache_dir, batch_rows=5, rules=RULES):
+    return validate_source(scan_source(str(root), ALL), spec, rules, batch_rows=batch_rows, progress=lambda _: None,
+                           cache=CacheTarget.at(str(cache_dir)) if cache_dir else None)
 
 
 def rows_of(dataset, spec) -> dict:
@@ -113,8 +137,8 @@ def test_corrupt_and_truncated_entries_are_counted_and_rebuilt(local_ray, shards
     whole = open(truncated, "rb").read()
     open(truncated, "wb").write(whole[: len(whole) * 2 // 3])
     fs, _ = open_filesystem(flipped)
-    assert read_verified(fs, flipped, entry_key(first.source.shards[0], spec, CacheTarget.at("x").versions),
-                         ROWS_PER_SHARD)[0] is not None
+    key = entry_key(first.source.shards[0], spec, CacheTarget.at("x").versions, RULES.group_column)
+    assert read_verified(fs, flipped, key, ROWS_PER_SHARD)[0] is not None
 
     again = validate(shards, spec, tmp_path / "cache")
     assert again.cache.entries_rebuilt == 2 and again.cache.decoded_rows == 2 * ROWS_PER_SHARD
@@ -143,7 +167,7 @@ def test_two_jobs_filling_one_entry_both_finish(shards, tmp_path):
         thread.join()
     assert not errors and len(results) == 2
     assert results[0].drop_columns(["cache_state"]).equals(results[1].drop_columns(["cache_state"]))
-    fs, path, key = target.entry(shard, spec)
+    fs, path, key = target.entry(shard, spec, RULES.group_column)
     assert read_verified(fs, path, key, ROWS_PER_SHARD)[0] is None
     assert [e["path"] for e in list_entries(fs, str(tmp_path / "cache"))] == [path]  # no temporary file left
 
@@ -163,3 +187,37 @@ def test_cache_off_shard_list_is_untouched(local_ray, shards, tmp_path):
     result = validate_source(scan_source(str(shards), ALL), make_spec(), RULES, batch_rows=5,
                              progress=lambda _: None)
     assert result.cache is None and result.entries is None and not (tmp_path / "cache").exists()
+
+
+def test_entries_and_verdicts_split_by_group(grouped_shards, tmp_path):
+    spec = make_spec()
+    shard = scan_source(str(grouped_shards), ALL).shards[0]
+    target = CacheTarget.at(str(tmp_path / "cache"))
+    built = fill_shard(shard, spec, GROUPED, target, batch_rows=5)
+    reused = fill_shard(shard, spec, GROUPED, target, batch_rows=5)  # verdicts from the stored split_bucket
+
+    entry = pq.read_table(target.entry(shard, spec, "group_id")[1])
+    np.testing.assert_array_equal(entry.column("split_bucket").to_numpy(),
+                                  buckets_of(group_or_id(pq.read_table(shard.path))))
+    assert set(reused.column("cache_state").to_pylist()) == {"reused"}
+    expected = expected_validation(grouped_shards)[:ROWS_PER_SHARD].tolist()
+    assert built.column("is_val").to_pylist() == reused.column("is_val").to_pylist() == expected
+    assert True in expected and False in expected
+    # An entry bucketed by sample_id is another entry: never reused under the grouping.
+    assert target.entry(shard, spec, None)[1] != target.entry(shard, spec, "group_id")[1]
+
+
+def test_streamed_and_cached_splits_keep_each_group_on_one_side(local_ray, grouped_shards, tmp_path):
+    spec = make_spec()
+    val_rows = int(expected_validation(grouped_shards).sum())
+    streamed = validate(grouped_shards, spec, None, rules=GROUPED)
+    cached = validate(grouped_shards, spec, tmp_path / "cache", rules=GROUPED)
+    assert streamed.val_profile.rows == cached.val_profile.rows == val_rows
+    assert streamed.train_profile.rows == cached.train_profile.rows == 3 * ROWS_PER_SHARD - val_rows
+    for side, rows in ((True, val_rows), (False, 3 * ROWS_PER_SHARD - val_rows)):
+        from_cache = rows_of(read_cached_split(list(cached.entries), cached.cache.location, spec, validation=side,
+                                               val_fraction=0.25), spec)
+        from_source = rows_of(build_split(streamed.source, spec, validation=side, val_fraction=0.25, batch_rows=5,
+                                          group_column="group_id"), spec)
+        assert len(from_cache["label"]) == rows
+        assert torch.equal(from_cache["image"], from_source["image"])

@@ -79,3 +79,18 @@ def test_pulled_chunks_are_cut_into_full_batches_in_order():
     batches = list(fed_batches(shard, 64, "cpu", None, 1.0, torch.Generator(), shuffle_seed=0))
     assert [len(b["label"]) for b in batches] == [64] * 7  # 448 rows; the last 52 are dropped, as drop_last did
     assert torch.equal(torch.cat([b["x"] for b in batches]), torch.arange(5).repeat_interleave(100)[:448].float())
+
+
+def test_moddrop_hides_modalities_from_the_fusion_only_and_never_all_of_a_row():
+    import torch
+
+    from resmm.data.feed import drop_modalities
+
+    modalities = ["image", "text", "audio"]
+    batch = {f"{m}_present": torch.ones(200) for m in modalities}
+    batch["audio_present"][:50] = 0.0
+    out = drop_modalities(batch, modalities, 0.6, torch.Generator().manual_seed(0))
+    fused = torch.stack([out[f"{m}_fusion_present"] for m in modalities], 1)
+    assert all(torch.equal(out[f"{m}_present"], batch[f"{m}_present"]) for m in modalities)  # heads keep their rows
+    assert 0.3 < 1 - fused[50:].mean() < 0.6  # about 60% hidden, less where a row would lose everything
+    assert (fused.sum(1) >= 1).all() and (fused[:50, 2] == 0).all()  # never all; absent stays absent

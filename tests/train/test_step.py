@@ -37,3 +37,22 @@ def test_autocast_step_trains_on_cpu_with_bf16():
     losses = [train_step(model, batch, optimizer, scaler, precision, objective)[0].item() for _ in range(15)]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.6 * losses[0]
+
+
+def test_weight_average_trails_the_trained_weights_and_averages_batchnorm_statistics():
+    from resmm.train.loop import weight_average
+
+    model, spec = tiny_model()
+    average = weight_average(model, decay=0.9)
+    start = {k: v.clone() for k, v in average.module.state_dict().items()}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-2)
+    objective = lambda output, batch: total_loss(output, batch, LongTailLoss("ce", [1.0] * 5), 1.0, 0.0)  # noqa: E731
+    precision = Precision.for_device(torch.device("cpu"), amp=False)
+    for step in range(5):
+        train_step(model, make_batch(spec, rows=8, seed=step), optimizer, precision.grad_scaler(), precision, objective)
+        average.update_parameters(model)
+    trained, averaged = model.state_dict(), average.module.state_dict()
+    moved = [k for k in trained if trained[k].is_floating_point() and not torch.equal(trained[k], start[k])]
+    assert moved and any("running_mean" in k for k in moved)  # BatchNorm statistics are averaged too
+    for key in moved:  # strictly between the start and the trained weights, nearer neither end exactly
+        assert not torch.equal(averaged[key], trained[key]) and not torch.equal(averaged[key], start[key])

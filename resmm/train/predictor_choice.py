@@ -1,0 +1,149 @@
+"""The final predictor, chosen on the validation split from a small fixed family of candidates (resmm/models/predictor.py).
+
+The family: the fused head; each modality head alone; the late fusion of the heads with equal weights and with
+skill weights; the fused head plus the heads, equal and skill-weighted. A part's skill is its balanced accuracy
+above chance on the rows where it applies, so a head no better than chance gets no weight. Skill weights are
+fitted, so their candidates are scored out of fold (fit on four fifths of the validation rows, score the fifth,
+five times): the choice never rewards weights fitted to the rows that judge them. The family stays this small so
+that choosing among it does not overfit a few hundred rows. Ties go to the earlier (simpler) candidate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from resmm.models.predictor import FUSED_HEAD, Predictor
+from resmm.train.metrics import classification_metrics
+
+FOLDS = 5
+
+
+@dataclass(frozen=True)
+class ValidationOutputs:
+    """What the candidates are scored on, for every validation row: labels (N,), fused logits (N, C),
+    head logits per modality (N, C), presence per modality (N,)."""
+
+    labels: np.ndarray
+    logits: np.ndarray
+    head_logits: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
+
+    @classmethod
+    def collect(cls, model, batches) -> "ValidationOutputs":
+        """Run `model` (a MultimodalResidualNet) over tensor batches once and keep every part's logits."""
+        labels, logits, heads, present = [], [], {}, {}
+        model.eval()
+        with torch.no_grad():
+            for batch in batches:
+                output = model(batch)
+                labels.append(batch["label"].cpu().numpy())
+                logits.append(output.logits.float().cpu().numpy())
+                for m, head in output.modality_logits.items():
+                    heads.setdefault(m, []).append(head.float().cpu().numpy())
+                    present.setdefault(m, []).append(batch[f"{m}_present"].float().cpu().numpy())
+        if not labels:
+            return cls(np.zeros(0, np.int64), np.zeros((0, 0), np.float32), {}, {})
+        return cls(np.concatenate(labels), np.concatenate(logits),
+                   {m: np.concatenate(v) for m, v in heads.items()}, {m: np.concatenate(v) for m, v in present.items()})
+
+    def subset(self, rows: np.ndarray) -> "ValidationOutputs":
+        return ValidationOutputs(self.labels[rows], self.logits[rows], {m: v[rows] for m, v in self.head_logits.items()},
+                                 {m: v[rows] for m, v in self.present.items()})
+
+    def predict(self, predictor: Predictor) -> np.ndarray:
+        """(N,) class index under `predictor`."""
+        scores = predictor.log_scores(torch.from_numpy(self.logits),
+                                      {m: torch.from_numpy(v) for m, v in self.head_logits.items()},
+                                      {m: torch.from_numpy(v) for m, v in self.present.items()})
+        return scores.argmax(1).numpy()
+
+
+def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> float:
+    return classification_metrics(labels, predicted, num_classes, prefix="").get("balanced_accuracy", 0.0)
+
+
+def skills(outputs: ValidationOutputs, num_classes: int) -> tuple[float, dict[str, float]]:
+    """(fused skill, {modality: head skill}): balanced accuracy above chance, never below zero."""
+    chance = 1.0 / num_classes
+    fused = balanced_accuracy(outputs.labels, outputs.logits.argmax(1), num_classes)
+    heads = {}
+    for m, logits in outputs.head_logits.items():
+        rows = outputs.present[m] > 0.5
+        heads[m] = balanced_accuracy(outputs.labels[rows], logits[rows].argmax(1), num_classes) if rows.any() else 0.0
+    return max(fused - chance, 0.0), {m: max(s - chance, 0.0) for m, s in heads.items()}
+
+
+def fixed_candidates(modalities) -> list[Predictor]:
+    """The candidates with no fitted weights, simplest first."""
+    equal = {m: 1.0 for m in modalities}
+    heads = [Predictor(f"head:{m}", 0.0, {m: 1.0}) for m in modalities]
+    pools = [Predictor("late:equal", 0.0, equal), Predictor("fused+late:equal", 1.0, equal)] if len(modalities) > 1 \
+        else []
+    return [FUSED_HEAD, *heads, *pools]
+
+
+def fitted_candidates(outputs: ValidationOutputs, num_classes: int) -> list[Predictor]:
+    """The skill-weighted candidates, their weights fitted on `outputs` (normalised to sum to one)."""
+    if len(outputs.head_logits) < 2:
+        return []
+    fused_skill, head_skill = skills(outputs, num_classes)
+    late_total = sum(head_skill.values())
+    all_total = late_total + fused_skill
+    late = {m: (s / late_total if late_total else 1.0 / len(head_skill)) for m, s in head_skill.items()}
+    both = {m: (s / all_total if all_total else 0.0) for m, s in head_skill.items()}
+    return [Predictor("late:skill", 0.0, late),
+            Predictor("fused+late:skill", fused_skill / all_total if all_total else 1.0, both)]
+
+
+def fold_of_rows(rows: int, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
+    """(N,) fold index of each row: a seeded permutation dealt round-robin, so folds differ by at most one row."""
+    fold = np.empty(rows, dtype=np.int64)
+    fold[np.random.default_rng(seed).permutation(rows)] = np.arange(rows) % folds
+    return fold
+
+
+def out_of_fold_predictions(outputs: ValidationOutputs, num_classes: int, seed: int) -> dict[str, np.ndarray]:
+    """{fitted candidate name: (N,) prediction of each row by weights fitted on the other folds}."""
+    fold = fold_of_rows(len(outputs.labels), seed=seed)
+    predicted: dict[str, np.ndarray] = {}
+    for k in range(FOLDS):
+        held = fold == k
+        if not held.any():
+            continue
+        for candidate in fitted_candidates(outputs.subset(~held), num_classes):
+            predicted.setdefault(candidate.name, np.zeros(len(fold), dtype=np.int64))[held] = \
+                outputs.subset(held).predict(candidate)
+    return predicted
+
+
+@dataclass(frozen=True)
+class PredictorChoice:
+    chosen: Predictor
+    table: list[dict]  # one row per candidate: name, weights, val balanced accuracy and accuracy, how scored
+
+    def as_summary(self) -> dict:
+        return {"chosen": self.chosen.as_dict(), "candidates": self.table}
+
+
+def choose_predictor(outputs: ValidationOutputs, num_classes: int, seed: int = 0) -> PredictorChoice:
+    """Score the family on the validation outputs and keep the best (earliest on a tie)."""
+    if len(outputs.labels) == 0 or (outputs.labels >= 0).sum() == 0:
+        return PredictorChoice(FUSED_HEAD, [])
+    modalities = list(outputs.head_logits)
+    scored: list[tuple[Predictor, np.ndarray, str]] = [(c, outputs.predict(c), "all rows")
+                                                        for c in fixed_candidates(modalities)]
+    out_of_fold = out_of_fold_predictions(outputs, num_classes, seed)
+    for candidate in fitted_candidates(outputs, num_classes):
+        scored.append((candidate, out_of_fold[candidate.name], f"{FOLDS}-fold out of fold"))
+    table, best, best_score = [], FUSED_HEAD, -1.0
+    for candidate, predicted, how in scored:
+        metrics = classification_metrics(outputs.labels, predicted, num_classes, prefix="")
+        score = metrics.get("balanced_accuracy", 0.0)
+        table.append({"candidate": candidate.name, "fused_weight": round(candidate.fused, 4),
+                      "head_weights": {m: round(w, 4) for m, w in candidate.heads.items()},
+                      "val_balanced_accuracy": score, "val_accuracy": metrics.get("accuracy", 0.0), "scored_on": how})
+        if score > best_score + 1e-12:
+            best, best_score = candidate, score
+    return PredictorChoice(best, table)
