@@ -57,34 +57,41 @@ def registered_runs(summaries: list[Path], compares: list[Path]) -> dict[str, tu
     return runs
 
 
-def candidate_scores(uri: str, data: str, truth: dict[str, str], candidates: list[dict]) -> dict[str, float]:
-    """Holdout balanced accuracy of every final-predictor candidate the run scored on validation, with the weights
-    it fitted there (the registered model serves only the chosen one)."""
+def load_served(uri: str):
+    """The registered pyfunc's python model (network, preprocessing, chosen predictor)."""
     import mlflow
-    import torch
 
-    from resmm.models.predictor import Predictor
     from resmm.tracking.runs import resolve_tracking_uri
-    from resmm.train.predictor_choice import ValidationOutputs
 
     mlflow.set_tracking_uri(resolve_tracking_uri())
-    served = mlflow.pyfunc.load_model(uri).unwrap_python_model()
-    frame = pq.read_table(data).to_pandas()
+    return mlflow.pyfunc.load_model(uri).unwrap_python_model()
+
+
+def model_outputs(served, frame, labels: list[str | None]):
+    """ValidationOutputs of the registered network over contract rows with their class names."""
+    import torch
+
+    from resmm.train.predictor_choice import ValidationOutputs
+
     index = {name: i for i, name in enumerate(served.spec.classes)}
 
     def batches():
         for start in range(0, len(frame), 256):
-            chunk = frame.iloc[start:start + 256]
-            batch, _ = served.model_inputs(chunk)
-            labels = [index.get(truth[str(s)], -1) for s in chunk["sample_id"]]
-            yield {**batch, "label": torch.tensor(labels)}
+            batch, _ = served.model_inputs(frame.iloc[start:start + 256])
+            yield {**batch, "label": torch.tensor([index.get(str(y), -1) for y in labels[start:start + 256]])}
 
-    outputs = ValidationOutputs.collect(served.network, batches())
-    scores = {}
-    for row in candidates:
-        predictor = Predictor(row["candidate"], row["fused_weight"], row["head_weights"])
-        scores[row["candidate"]] = balanced_accuracy_score(outputs.labels, outputs.predict(predictor))
-    return scores
+    return ValidationOutputs.collect(served.network, batches())
+
+
+def candidate_scores(uri: str, data: str, truth: dict[str, str], candidates: list[dict]) -> dict[str, float]:
+    """Holdout balanced accuracy of every final-predictor candidate the run scored on validation, with the weights
+    it fitted there (the registered model serves only the chosen one)."""
+    from resmm.models.predictor import Predictor
+
+    frame = pq.read_table(data).to_pandas()
+    outputs = model_outputs(load_served(uri), frame, [truth[str(s)] for s in frame["sample_id"]])
+    return {row["candidate"]: balanced_accuracy_score(outputs.labels, outputs.predict(
+        Predictor(row["candidate"], row["fused_weight"], row["head_weights"]))) for row in candidates}
 
 
 def main() -> int:

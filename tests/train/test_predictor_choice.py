@@ -59,3 +59,18 @@ def test_a_tie_keeps_the_fused_head():
 def test_no_labelled_rows_keeps_the_fused_head():
     empty = ValidationOutputs(np.full(5, -1), np.zeros((5, CLASSES), np.float32), {}, {})
     assert choose_predictor(empty, CLASSES).chosen.name == "fused"
+
+
+def test_a_gain_within_one_standard_error_keeps_the_fused_head():
+    base = outputs(fused_noise=3.0)
+    other = base.logits.copy()
+    right = other.argmax(1) == base.labels
+    fixed, broken = np.flatnonzero(~right)[:30], np.flatnonzero(right)[:27]
+    other[fixed, base.labels[fixed]] += 100.0  # right on 30 rows the fused head gets wrong ...
+    other[broken, (base.labels[broken] + 1) % CLASSES] += 100.0  # ... wrong on 27 it gets right: a noise-sized net gain
+    close = ValidationOutputs(base.labels, base.logits, {"image": other, "text": base.logits.copy()},
+                              {m: np.ones(len(base.labels), np.float32) for m in ("image", "text")})
+    choice = choose_predictor(close, CLASSES)
+    scores = {row["candidate"]: row["val_balanced_accuracy"] for row in choice.table}
+    assert max(scores.values()) > scores["fused"]
+    assert choice.chosen.name == "fused"
