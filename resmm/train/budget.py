@@ -20,8 +20,10 @@ class Budget:
     patience: int
     min_delta: float
     max_seconds: float | None
-    best_score: float = -math.inf
+    best_score: float = -math.inf  # the highest score so far: the epoch whose checkpoint is registered
     best_epoch: int = -1
+    gain_score: float = -math.inf  # the last score that beat the one before it by min_delta: patience counts from it
+    gain_epoch: int = -1
 
     @classmethod
     def from_config(cls, train: TrainConfig) -> "Budget":
@@ -49,25 +51,32 @@ class Budget:
 
     def stop_reason(self, epoch: int, score: float, elapsed_s: float) -> str | None:
         """Record epoch `epoch`'s validation score; the reason to stop after it, or None to go on."""
-        if score > self.best_score + (self.min_delta if self.best_epoch >= 0 else 0.0):
+        if score > self.best_score:
             self.best_score, self.best_epoch = score, epoch
+        if score > self.gain_score + (self.min_delta if self.gain_epoch >= 0 else 0.0):
+            self.gain_score, self.gain_epoch = score, epoch
         if epoch + 1 >= self.epoch_cap:
             return (f"train.epochs={self.fixed_epochs} done" if self.fixed_epochs is not None
                     else f"train.max_epochs={self.max_epochs} reached")
         if not self.until_converged:
             return None
-        if epoch - self.best_epoch >= self.patience:
-            return (f"converged: no gain of {self.min_delta} in val balanced accuracy for {self.patience} epochs "
-                    f"(best epoch {self.best_epoch + 1})")
+        if epoch - self.gain_epoch >= self.patience:
+            # Epochs are counted from 1 here as everywhere a person reads them; the best epoch is the registered one.
+            return (f"converged: no gain of {self.min_delta} in val balanced accuracy since epoch "
+                    f"{self.gain_epoch + 1} ({self.patience} epochs); best epoch {self.best_epoch + 1}")
         if self.max_seconds is not None and elapsed_s >= self.max_seconds:
             return f"train.max_minutes={self.max_seconds / 60:g} reached"
         return None
 
     def state_dict(self) -> dict:
-        return {"best_score": self.best_score, "best_epoch": self.best_epoch}
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch, "gain_score": self.gain_score,
+                "gain_epoch": self.gain_epoch}
 
     def load_state_dict(self, state: dict) -> None:
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
+        # A checkpoint from before the two were told apart holds the gain epoch as its best.
+        self.gain_score, self.gain_epoch = state.get("gain_score", self.best_score), state.get("gain_epoch",
+                                                                                                self.best_epoch)
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:

@@ -19,10 +19,12 @@ def run(b: Budget, scores: list[float]) -> tuple[int, str]:
 
 def test_default_budget_stops_after_patience_epochs_without_a_real_gain():
     b = budget("train.patience=3", "train.min_delta=0.01")
-    # Gains of 0.005 are below min_delta: epoch 2 (index 1) stays the best.
+    # Gains of 0.005 are below min_delta: patience counts from epoch 2 (index 1); the best epoch is still the
+    # highest score, epoch 4, whose checkpoint is the one registered.
     epochs, reason = run(b, [0.3, 0.5, 0.505, 0.51, 0.509, 0.2, 0.9])
-    assert epochs == 5 and reason.startswith("converged") and "best epoch 2" in reason
-    assert b.best_epoch == 1 and b.best_score == 0.5
+    assert epochs == 5 and reason == ("converged: no gain of 0.01 in val balanced accuracy since epoch 2 (3 epochs); "
+                                      "best epoch 4")
+    assert b.best_epoch == 3 and b.best_score == 0.51 and b.gain_epoch == 1
 
 
 def test_default_budget_keeps_going_while_it_improves_up_to_max_epochs():
