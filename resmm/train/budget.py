@@ -51,7 +51,7 @@ class Budget:
 
     def stop_reason(self, epoch: int, score: float, elapsed_s: float) -> str | None:
         """Record epoch `epoch`'s validation score; the reason to stop after it, or None to go on."""
-        if score > self.best_score:
+        if score >= self.best_score:  # the latest of equal scores, as the registered checkpoint (driver.py)
             self.best_score, self.best_epoch = score, epoch
         if score > self.gain_score + (self.min_delta if self.gain_epoch >= 0 else 0.0):
             self.gain_score, self.gain_epoch = score, epoch

@@ -54,6 +54,15 @@ def configure_execution(options, cfg: Config):
     return options
 
 
+def best_checkpoint(kept: list) -> object | None:
+    """The kept checkpoint with the highest score, the latest epoch among equal scores: Ray keeps the latest of
+    tied checkpoints (and its get_best_checkpoint would return the earliest kept), and the budget's stop reason
+    names the latest, so the registered epoch is the one the console names."""
+    scored = [(metrics.get(SELECTION_METRIC), metrics.get("epoch", -1), checkpoint) for checkpoint, metrics in kept
+              if metrics.get(SELECTION_METRIC) is not None]
+    return max(scored, key=lambda entry: entry[:2])[2] if scored else None
+
+
 def fit(
     cfg: Config,
     spec: PreprocessSpec,
@@ -99,7 +108,7 @@ def fit(
     )
     with drawn(board):
         result = trainer.fit()
-    best = result.get_best_checkpoint(SELECTION_METRIC, "max") or result.checkpoint
+    best = best_checkpoint(result.best_checkpoints) or result.checkpoint
     if best is None:
         raise RuntimeError("training finished without reporting a checkpoint")
     local_dir = best.to_directory()

@@ -54,3 +54,15 @@ def test_budget_state_survives_a_restart():
 @pytest.mark.parametrize("step,expected", [(0, 0.1), (50, 0.55), (100, 1.0), (500, 1.0)])
 def test_warmup_rises_linearly_over_the_first_epoch(step, expected):
     assert warmup_factor(step, 100) == pytest.approx(expected)
+
+
+def test_equal_scores_name_the_latest_epoch_as_the_registered_checkpoint_is():
+    from resmm.train.driver import best_checkpoint
+
+    b = budget("train.patience=2")
+    epochs, reason = run(b, [0.4, 0.4, 0.4, 0.4])
+    assert reason.endswith("best epoch 3") and b.best_epoch == 2
+    # What Ray keeps of them (num_to_keep=2: the latest of the tied ones), the driver registers the same epoch.
+    kept = [("ckpt-1", {"val_balanced_accuracy": 0.4, "epoch": 1}), ("ckpt-2", {"val_balanced_accuracy": 0.4, "epoch": 2})]
+    assert best_checkpoint(kept) == "ckpt-2"
+    assert best_checkpoint([("a", {"val_balanced_accuracy": 0.5, "epoch": 0}), *kept]) == "a"
