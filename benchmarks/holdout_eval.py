@@ -86,12 +86,12 @@ def model_outputs(served, frame, labels: list[str | None]):
 def candidate_scores(uri: str, data: str, truth: dict[str, str], candidates: list[dict]) -> dict[str, float]:
     """Holdout balanced accuracy of every final-predictor candidate the run scored on validation, with the weights
     it fitted there (the registered model serves only the chosen one)."""
-    from resmm.models.predictor import Predictor
+    from resmm.train.predictor_choice import candidate_predictor
 
     frame = pq.read_table(data).to_pandas()
     outputs = model_outputs(load_served(uri), frame, [truth[str(s)] for s in frame["sample_id"]])
-    return {row["candidate"]: balanced_accuracy_score(outputs.labels, outputs.predict(
-        Predictor(row["candidate"], row["fused_weight"], row["head_weights"]))) for row in candidates}
+    return {row["candidate"]: balanced_accuracy_score(outputs.labels, outputs.predict(candidate_predictor(row)))
+            for row in candidates}
 
 
 def main() -> int:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from holdout_eval import load_served, model_outputs  # noqa: E402  (benchmarks/ is on sys.path as the script's own folder)
 from resmm.data.split import is_validation, split_keys  # noqa: E402
-from resmm.train.predictor_choice import choose_predictor  # noqa: E402
+from resmm.train.predictor_choice import candidate_predictor, choose_predictor  # noqa: E402
 
 
 def validation_frame(config: dict):
@@ -42,15 +42,9 @@ def evaluate(row: dict, holdout) -> dict:
     scores = {r["candidate"]: r["val_balanced_accuracy"] for r in rule.table}
     best_on_val = max(scores, key=scores.get)  # the first maximum, as the plain rule takes it
     test = model_outputs(served, holdout, list(holdout["label"]))
-    predictors = {c["candidate"]: c for c in rule.table}
-    from resmm.models.predictor import Predictor
-
-    def holdout_score(name: str) -> float:
-        c = predictors[name]
-        return float(balanced_accuracy_score(test.labels, test.predict(Predictor(name, c["fused_weight"],
-                                                                                  c["head_weights"]))))
-
-    holdout_scores = {name: holdout_score(name) for name in predictors}
+    holdout_scores = {row["candidate"]: float(balanced_accuracy_score(test.labels,
+                                                                      test.predict(candidate_predictor(row))))
+                      for row in rule.table}
     heads = {n: v for n, v in holdout_scores.items() if n.startswith("head:")}
     return {"name": row["name"], "rule": rule.chosen.name, "best_on_val": best_on_val,
             "holdout": holdout_scores, "holdout_rule": holdout_scores[rule.chosen.name],

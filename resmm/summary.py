@@ -99,8 +99,8 @@ def predictor_rows(predictor: dict) -> list[tuple[str, str]]:
     chosen = (predictor.get("chosen") or {}).get("name")
     rows = [("final predictor", chosen)] if chosen else []
     for row in predictor.get("candidates", []):
-        weights = " ".join(f"{m}:{w:g}" for m, w in row["head_weights"].items() if w)
-        detail = f"fused:{row['fused_weight']:g} {weights}".strip()
+        weights = " ".join(f"{m}:{w:.4g}" for m, w in row["head_weights"].items() if w)
+        detail = f"fused:{row['fused_weight']:.4g} {weights}".strip()
         rows.append((f"  val balanced acc {row['candidate']}",
                      f"{_score(row['val_balanced_accuracy'])}  ({detail}; {row['scored_on']})"
                      + ("  <- chosen" if row["candidate"] == chosen else "")))

@@ -9,7 +9,6 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import ray.train
 import ray.train.torch
 import torch
@@ -24,6 +23,7 @@ from resmm.models.builders import build_model
 from resmm.train.budget import Budget, warmup_factor
 from resmm.train.losses import LongTailLoss
 from resmm.train.objectives import total_loss
+from resmm.train.predictor_choice import ValidationOutputs
 from resmm.train.metrics import classification_metrics
 from resmm.train.progress import EpochReporter
 from resmm.train.checkpoint import load_state, save_checkpoint, unwrap
@@ -100,30 +100,6 @@ def _global_sum(values, device: torch.device) -> torch.Tensor:
 def uneven_inputs(model):
     """DDP's Join: workers whose resampled pass ends early shadow the others' all-reduces instead of hanging."""
     return model.join() if isinstance(model, torch.nn.parallel.DistributedDataParallel) else contextlib.nullcontext()
-
-
-@torch.no_grad()
-def predict_dataset(model: torch.nn.Module, batches, device: torch.device) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Run the model over tensor batches -> (labels, fused predictions, {modality: (labels, head predictions)}
-    on the rows where that modality is present)."""
-    model.eval()
-    labels, preds = [], []
-    heads: dict[str, tuple[list, list]] = {}
-    for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        output = model(batch)
-        y = batch["label"].cpu().numpy()
-        labels.append(y)
-        preds.append(output.logits.argmax(1).cpu().numpy())
-        for m, logits in output.modality_logits.items():
-            rows = batch[f"{m}_present"].cpu().numpy() > 0.5
-            heads.setdefault(m, ([], []))
-            heads[m][0].append(y[rows])
-            heads[m][1].append(logits.argmax(1).cpu().numpy()[rows])
-    if not labels:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), {}
-    per_head = {m: (np.concatenate(t), np.concatenate(p)) for m, (t, p) in heads.items()}
-    return np.concatenate(labels), np.concatenate(preds), per_head
 
 
 def train_loop_per_worker(loop_config: dict) -> dict:
@@ -332,10 +308,10 @@ def validate(state: WorkerState, val_data) -> dict:
     num_classes = len(state.spec.classes)
     batches = (expand_batch(batch, state.spec)
                for batch in val_data.iter_torch_batches(batch_size=VALIDATION_BATCH_ROWS, device=state.device))
-    labels, preds, per_head = predict_dataset(state.evaluated_model, batches, state.device)
-    metrics = classification_metrics(labels, preds, num_classes)
-    for m, (head_labels, head_preds) in per_head.items():
-        head = classification_metrics(head_labels, head_preds, num_classes, prefix=f"val_head_{m}_")
+    outputs = ValidationOutputs.collect(state.evaluated_model, batches)
+    metrics = classification_metrics(outputs.labels, outputs.fused_predictions(), num_classes)
+    for m in outputs.head_logits:
+        head = classification_metrics(*outputs.head_predictions(m), num_classes, prefix=f"val_head_{m}_")
         metrics.update({k: v for k, v in head.items() if not k.endswith("confusion_matrix")})
     return metrics
 

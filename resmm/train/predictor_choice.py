@@ -58,6 +58,15 @@ class ValidationOutputs:
         return ValidationOutputs(self.labels[rows], self.logits[rows], {m: v[rows] for m, v in self.head_logits.items()},
                                  {m: v[rows] for m, v in self.present.items()})
 
+    def fused_predictions(self) -> np.ndarray:
+        """(N,) the fused head's class index."""
+        return self.logits.argmax(1) if len(self.labels) else np.zeros(0, np.int64)
+
+    def head_predictions(self, modality: str) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, the modality head's class index) on the rows where that modality is present."""
+        rows = self.present[modality] > 0.5
+        return self.labels[rows], self.head_logits[modality][rows].argmax(1)
+
     def predict(self, predictor: Predictor) -> np.ndarray:
         """(N,) class index under `predictor`."""
         scores = predictor.log_scores(torch.from_numpy(self.logits),
@@ -73,11 +82,11 @@ def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray, num_classes: in
 def skills(outputs: ValidationOutputs, num_classes: int) -> tuple[float, dict[str, float]]:
     """(fused skill, {modality: head skill}): balanced accuracy above chance, never below zero."""
     chance = 1.0 / num_classes
-    fused = balanced_accuracy(outputs.labels, outputs.logits.argmax(1), num_classes)
+    fused = balanced_accuracy(outputs.labels, outputs.fused_predictions(), num_classes)
     heads = {}
-    for m, logits in outputs.head_logits.items():
-        rows = outputs.present[m] > 0.5
-        heads[m] = balanced_accuracy(outputs.labels[rows], logits[rows].argmax(1), num_classes) if rows.any() else 0.0
+    for m in outputs.head_logits:
+        labels, predicted = outputs.head_predictions(m)
+        heads[m] = balanced_accuracy(labels, predicted, num_classes) if len(labels) else 0.0
     return max(fused - chance, 0.0), {m: max(s - chance, 0.0) for m, s in heads.items()}
 
 
@@ -149,6 +158,11 @@ def one_standard_error_choice(labels: np.ndarray, predictions: list[np.ndarray],
     return best if scores[best] - scores[0] > np.nanstd(difference) else 0
 
 
+def candidate_predictor(row: dict) -> Predictor:
+    """The predictor of one row of a choice's table (a summary's or MLflow's `predictor/candidates`)."""
+    return Predictor(row["candidate"], row["fused_weight"], row["head_weights"])
+
+
 @dataclass(frozen=True)
 class PredictorChoice:
     chosen: Predictor
@@ -172,8 +186,7 @@ def choose_predictor(outputs: ValidationOutputs, num_classes: int, seed: int = 0
     table = []
     for candidate, predicted, how in scored:
         metrics = classification_metrics(outputs.labels, predicted, num_classes, prefix="")
-        table.append({"candidate": candidate.name, "fused_weight": round(candidate.fused, 4),
-                      "head_weights": {m: round(w, 4) for m, w in candidate.heads.items()},
+        table.append({"candidate": candidate.name, "fused_weight": candidate.fused, "head_weights": candidate.heads,
                       "val_balanced_accuracy": metrics.get("balanced_accuracy", 0.0),
                       "val_accuracy": metrics.get("accuracy", 0.0), "scored_on": how})
     chosen = one_standard_error_choice(outputs.labels, [p for _, p, _ in scored],
