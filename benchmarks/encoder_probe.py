@@ -33,6 +33,7 @@ from resmm.datasets import demo, stamps  # noqa: E402
 from resmm.modalities.audio import AUDIO  # noqa: E402
 from resmm.modalities.image import IMAGE  # noqa: E402
 from resmm.modalities.text import TEXT  # noqa: E402
+from resmm.modalities import MODALITIES  # noqa: E402
 from resmm.models import builders, encoders  # noqa: E402
 
 
@@ -48,7 +49,19 @@ class EncoderClassifier(nn.Module):
         return self.head(self.encoder(x))
 
 
+def registered(spec: PreprocessSpec, modality: str, k: int, d: int) -> dict:
+    """Every alternative encoder of the modality's registry (model.encoders.<modality>=<name>), default options."""
+    record = MODALITIES[modality]
+    return {name: (lambda name=name: EncoderClassifier(record.build(name, spec.settings[modality], d, "batch", None),
+                                                        d, k))
+            for name in record.encoders}
+
+
 def variants(spec: PreprocessSpec, modality: str, k: int, d: int = 128) -> dict:
+    return {**hand_built(spec, modality, k, d), **registered(spec, modality, k, d)}
+
+
+def hand_built(spec: PreprocessSpec, modality: str, k: int, d: int) -> dict:
     def resnet(c, widths, norm="batch", downsample="stride"):
         return encoders.ResNet2d(c, widths, 1, d, encoders.NORMS[norm], downsample=downsample)
 

@@ -25,6 +25,7 @@ from resmm.datasets import demo
 from resmm.sources.fingerprint import data_fingerprint
 from resmm.models.builders import build_model
 from resmm.models.predictor import Predictor
+from resmm.models.pretrained import pretrained_preprocessing
 from resmm.sources.quarantine import QuarantineReport
 from resmm.console import progress_bar, say
 from resmm.summary import TrainingSummary, format_table
@@ -359,7 +360,8 @@ def register(run: TrackedRun, data: PreparedData, trained: Trained, predictor: P
     headline metrics)."""
     cfg = data.cfg
     bundle = {"model": cfg.model.model_dump(mode="json"), "spec": data.spec.to_dict(),
-              "impute": cfg.data.impute, "predictor": predictor.as_dict()}
+              "impute": cfg.data.impute, "predictor": predictor.as_dict(),
+              "pretrained": pretrained_preprocessing(build_model(cfg.model, data.spec, cfg.data.impute))}
     model_uri, version = registry.log_and_register(
         tracking_uri=run.tracking_uri, run_id=run.run_id, registered_model=cfg.mlflow.registered_model,
         model_state=trained.model_state, bundle=bundle,

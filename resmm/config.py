@@ -13,7 +13,7 @@ from resmm.data.resample import RESAMPLERS
 from resmm.modalities import MODALITIES as MODALITY_RECORDS, nest_flat_keys
 from resmm.models.builders import FUSIONS
 from resmm.models.encoders import NORMS
-from resmm.models.imputation import IMPUTERS
+from resmm.models.imputation import IMPUTERS, RENAMED_IMPUTERS
 from resmm.sources.contract import GROUP_COLUMN
 from resmm.train.losses import LOSSES
 
@@ -53,7 +53,7 @@ class _DataSection(_Section):
     cache: Literal["on", "off"] = "on"
     cache_path: str | None = None
     # Rows with a null label in a labelled split: quarantined (a fault), or kept as unlabeled rows that feed
-    # only the unsupervised objectives (retrieval, generative imputation).
+    # only the unsupervised objectives (retrieval, the regress and mvae imputers).
     unlabeled_rows: Literal["quarantine", "keep"] = "quarantine"
     # Long tail and missing modalities (see resmm/data/resample.py and resmm/models/imputation.py).
     resample: ResamplerName = "auto"  # auto: resmm/train/recipe.py
@@ -75,6 +75,12 @@ class _DataSection(_Section):
     def _nest_flat_modality_keys(cls, values: Any) -> Any:
         """Reads the keys of resmm before per-modality sections: `data.image_size_px` -> `data.image.size_px`."""
         return nest_flat_keys(values) if isinstance(values, dict) else values
+
+    @field_validator("impute", mode="before")
+    @classmethod
+    def _renamed_imputer(cls, value: Any) -> Any:
+        """`generative` was the embedding regressor's name before the MVAE came (issue 28): it reads as `regress`."""
+        return RENAMED_IMPUTERS.get(value, value) if isinstance(value, str) else value
 
     @field_validator("class_weights")
     @classmethod
@@ -119,6 +125,12 @@ class ModelConfig(_Section):
     # Encoder normalisation: `batch` trains fastest; `group` makes results independent of the worker count.
     norm: NormName = "batch"
     retrieval: bool = False  # contrastive (InfoNCE) alignment of modality embeddings + recall@k evaluation
+    # modality -> encoder name from its registry (resmm/modalities/<modality>.py): image resnet|vit|hf:<source>,
+    # text resconv|lstm|gru|transformer|hf:<source>, audio resnet|gru|lstm|transformer. Filled with each
+    # modality's default, so the run's params name every encoder.
+    encoders: dict[str, str] = Field(default_factory=dict)
+    # modality -> the chosen encoder's own options (e.g. model.encoder_options.image.patch_px=8), validated by it.
+    encoder_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("modalities", mode="before")
     @classmethod
@@ -135,6 +147,41 @@ class ModelConfig(_Section):
         if len(set(value)) != len(value):
             raise ValueError("lists a modality twice")
         return sorted(value, key=MODALITIES.index)
+
+    @model_validator(mode="after")
+    def _encoders_from_the_registry(self) -> "ModelConfig":
+        """Every modality gets a registered encoder (its default unless named) with options it accepts."""
+        for name, table in (("encoders", self.encoders), ("encoder_options", self.encoder_options)):
+            unknown = sorted(set(table) - set(MODALITIES))
+            if unknown:
+                raise ValueError(f"{name}.{unknown[0]}: not a modality (choose from {', '.join(MODALITIES)})")
+        encoders, options = {}, {}
+        for m in self.modalities:
+            record = MODALITY_RECORDS[m]
+            chosen = self.encoders.get(m) or record.default_encoder
+            try:
+                encoder = record.encoder(chosen)
+                options[m] = encoder.options(**self.encoder_options.get(m, {})).model_dump()
+            except ValidationError as exc:
+                raise ValueError(f"encoder_options.{m}: {_option_error(exc, chosen, encoder.options)}") from None
+            except ValueError as exc:
+                raise ValueError(f"encoders.{m}: {exc}") from None
+            encoders[m] = chosen
+        # Assign around validate_assignment, which would run this validator again for each field.
+        self.__dict__.update(encoders=encoders, encoder_options={m: o for m, o in options.items() if o})
+        return self
+
+    def encoder_of(self, modality: str) -> str | None:
+        """The modality's encoder name (None: its default, for model configs built without validation)."""
+        return self.encoders.get(modality)
+
+
+def _option_error(exc: ValidationError, encoder: str, options: type[BaseModel]) -> str:
+    first = exc.errors()[0]
+    key = ".".join(map(str, first["loc"]))
+    if first["type"] == "extra_forbidden":
+        return f"encoder '{encoder}' has no option '{key}' (its options: {', '.join(options.model_fields) or 'none'})"
+    return f"{key}: {first['msg']} (got {first.get('input')!r})"
 
 
 class TrainConfig(_Section):
@@ -204,6 +251,15 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+
+    @model_validator(mode="after")
+    def _pretrained_text_tower_brings_its_tokenizer(self) -> "Config":
+        """model.encoders.text=hf:<source> tokenizes with that tower's tokenizer unless another hf one is named."""
+        chosen = self.model.encoders.get("text", "")
+        text = getattr(self.data, "text", None)
+        if chosen.startswith("hf:") and text is not None and text.tokenizer == "hashed":
+            self.data.text.__dict__["tokenizer"] = chosen
+        return self
 
     def flat(self) -> dict[str, Any]:
         """The resolved config as `section.key -> value`, the shape MLflow params want."""

@@ -45,6 +45,11 @@ def normalise_pixels(pixels):
     return (pixels / 255.0 - _MEAN) / _STD
 
 
+def unit_pixels(values):
+    """Model input (numpy or torch) -> pixels in 0..1, for towers that normalise in their own way."""
+    return values * _STD + _MEAN
+
+
 def pixels_of(values: np.ndarray) -> np.ndarray:
     """The exact inverse of normalise_pixels for decoded values: uint8 pixels (every value came from one)."""
     return np.rint((values * _STD + _MEAN) * 255.0).clip(0, 255).astype(np.uint8)

@@ -1,6 +1,7 @@
 """Text tokenisation by the hashing trick: words plus character trigrams, so typos and unseen words still land."""
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 import zlib
@@ -46,5 +47,64 @@ def tokenize_texts(texts, max_tokens: int, buckets: int, max_chars: int) -> Deco
         ids = tokenize(text, max_tokens, buckets)
         if ids:  # an empty or punctuation-only string carries no signal: treat as missing
             out[i, : len(ids)] = ids
+            present[i] = True
+    return Decoded(out, present, events)
+
+
+# --- Hugging Face tokenizers (data.text.tokenizer=hf:<source>, the `pretrained` extra) ---------------------------
+
+PRETRAINED_EXTRA = "pip install 'resmm[pretrained]'"
+
+
+def read_tokenizer(source: str) -> str:
+    """The tokenizer.json of a local directory (or the file itself), or of a model id from the Hugging Face cache
+    (HF_HOME; set HF_HUB_OFFLINE=1 on machines without internet). Raises ValueError with one line."""
+    from pathlib import Path
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    if Path(source).is_absolute() or source.startswith("."):
+        raise ValueError(f"no tokenizer.json at '{source}' (a fast tokenizer, as save_pretrained writes it)")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(source, "tokenizer.json")).read_text(encoding="utf-8")
+    except Exception as exc:  # offline, unknown id, no fast tokenizer: one line, whatever the hub raised
+        raise ValueError(f"cannot load the tokenizer of '{source}' ({type(exc).__name__}): download it into "
+                         f"HF_HOME first, or point at a local directory") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(tokenizer_json: str):
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise ValueError(f"data.text.tokenizer=hf:... needs the tokenizers library: {PRETRAINED_EXTRA}") from None
+    return Tokenizer.from_str(tokenizer_json)
+
+
+def tokenizer_vocab_size(tokenizer_json: str) -> int:
+    return _tokenizer(tokenizer_json).get_vocab_size(with_added_tokens=True)
+
+
+def tokenize_texts_with(texts, max_tokens: int, tokenizer_json: str, max_chars: int) -> Decoded:
+    """As tokenize_texts, with a Hugging Face tokenizer (special tokens included): ids are the tokenizer's plus
+    one, so that 0 stays resmm's padding everywhere (token dropout, masks, the cache's compact ids)."""
+    tokenizer = _tokenizer(tokenizer_json)
+    out = np.zeros((len(texts), max_tokens), dtype=np.int64)
+    present = np.zeros(len(texts), dtype=bool)
+    events: list = [None] * len(texts)
+    rows = [i for i, text in enumerate(texts) if isinstance(text, str) and text.strip()]
+    for i in rows:
+        if len(texts[i]) > max_chars:
+            events[i] = TEXT_TRUNCATED
+    encodings = tokenizer.encode_batch([texts[i][:max_chars] for i in rows]) if rows else []
+    for i, encoding in zip(rows, encodings):
+        ids = encoding.ids[:max_tokens]
+        if ids:
+            out[i, : len(ids)] = np.asarray(ids, dtype=np.int64) + 1
             present[i] = True
     return Decoded(out, present, events)

@@ -1,18 +1,20 @@
-"""The audio modality: encoded WAV/FLAC/OGG clips as log-mel spectrograms, through a residual 2-D CNN."""
+"""The audio modality: encoded WAV/FLAC/OGG clips as log-mel spectrograms, through a residual 2-D CNN (default),
+a bidirectional GRU / LSTM over mel frames, or a small Transformer over frames."""
 from __future__ import annotations
 
 import base64
 import io
 import math
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import soundfile
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from resmm.data.audio import decode_audios, read_waveforms, spectrogram_shape
 from resmm.data.lengths import AUDIO_SECONDS_FALLBACK, audio_durations, choose_audio_seconds
-from resmm.modalities.base import AutoLength, Modality, Settings, binary_column
+from resmm.modalities.base import AutoLength, Encoder, Modality, Settings, binary_column
 
 if TYPE_CHECKING:  # torch is imported on use: the CPU decode tasks never load it
     import torch
@@ -58,6 +60,37 @@ def build_encoder(cfg: AudioCfg, embed_dim: int, norm: str = "batch") -> nn.Modu
     return AudioResNet(ResNet2d(1, widths=(16, 32, 64), blocks_per_stage=1, embed_dim=embed_dim, norm=NORMS[norm]))
 
 
+class FrameRNNOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hidden: int = Field(64, ge=4)  # per direction
+    layers: int = Field(1, ge=1)
+    stack: int = Field(2, ge=1)  # consecutive mel frames per step: shorter sequences, the same information
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class FrameTransformerOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    width: int = Field(64, ge=8)
+    depth: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    stack: int = Field(2, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+def build_frame_rnn(cfg: AudioCfg, embed_dim: int, norm: str, options: FrameRNNOptions, cell: str) -> nn.Module:
+    from resmm.models.sequence_encoders import FrameRNN
+
+    return FrameRNN(cfg.n_mels, options.stack, options.hidden, options.layers, cell, embed_dim, options.dropout)
+
+
+def build_frame_transformer(cfg: AudioCfg, embed_dim: int, norm: str, options: FrameTransformerOptions) -> nn.Module:
+    from resmm.models.sequence_encoders import FrameTransformer
+
+    frames = input_shape(cfg)[1]
+    return FrameTransformer(cfg.n_mels, frames, options.stack, options.width, options.depth, options.heads,
+                            embed_dim, options.dropout)
+
+
 def compact(spectrograms: np.ndarray, cfg: AudioCfg) -> np.ndarray:
     # fp16 keeps 11 significant bits: the log-mel lies in about [-1.8, 2], so the error stays under 1e-3.
     return spectrograms.astype(np.float16)
@@ -82,4 +115,8 @@ AUDIO = Modality(
     input_shape=input_shape, augment=augment, build_encoder=build_encoder, example_cell=example_cell, check=check,
     compact=compact, expand=expand,
     auto_length=AutoLength("max_seconds", choose_max_seconds, AUDIO_SECONDS_FALLBACK),
+    default_encoder="resnet",
+    encoders={"gru": Encoder(partial(build_frame_rnn, cell="gru"), FrameRNNOptions),
+              "lstm": Encoder(partial(build_frame_rnn, cell="lstm"), FrameRNNOptions),
+              "transformer": Encoder(build_frame_transformer, FrameTransformerOptions)},
 )

@@ -2,8 +2,8 @@
 a registry instead of naming modalities (open_clip's tower configs, TorchMultimodal's encoder dicts)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Mapping
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
@@ -55,6 +55,31 @@ class AutoLength:
     fallback: float  # the value of an `auto` never measured (a spec built without data)
 
 
+class NoOptions(BaseModel):
+    """The options of an encoder that takes none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """One encoder a modality offers, chosen by `model.encoders.<modality>=<name>`; its options are the
+    `model.encoder_options.<modality>` section, validated by `options`."""
+
+    build: Callable  # (settings, embed_dim, norm name, options) -> nn.Module mapping a batch to (B, embed_dim)
+    options: type[BaseModel] = NoOptions
+
+
+class PretrainedOptions(BaseModel):
+    """A pretrained tower's options: frozen (only the projection to the embedding trains) or fine-tuned."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["freeze", "finetune"] = "freeze"
+
+
+PRETRAINED_PREFIX = "hf:"  # `model.encoders.<modality>=hf:<local dir or model id>`: a Hugging Face tower
+
+
 @dataclass(frozen=True)
 class Modality:
     """One input kind. Decoders run on CPU (Ray Data tasks, the pyfunc server); augment and the encoder on the
@@ -76,10 +101,41 @@ class Modality:
     # worker's device, returning its input unchanged when it is already a model input. None: stored as decoded.
     compact: Callable[[Any, Any], Any] | None = None
     expand: Callable[[Any, Any], Any] | None = None
+    # The encoder family: `build_encoder` is the default, named `default_encoder`; `encoders` the alternatives
+    # (resmm/models/sequence_encoders.py). `pretrained` builds `hf:<source>` towers (the `pretrained` extra).
+    default_encoder: str = "default"
+    encoders: Mapping[str, Encoder] = field(default_factory=dict)
+    pretrained: Encoder | None = None
+    # settings -> the same with the files they name read in (a tokenizer), so that the spec saved with a model
+    # is self-contained and every decode task and the server tokenize exactly as training did.
+    pin_files: Callable[[Any], Any] | None = None
 
     def concrete(self, settings: Settings) -> Settings:
-        """`settings` with an `auto` length that was not measured from data read as its fallback."""
+        """`settings` with an `auto` length that was not measured from data read as its fallback, and the files
+        they name read in."""
         length = self.auto_length
-        if length is None or getattr(settings, length.field) != "auto":
-            return settings
-        return settings.model_copy(update={length.field: length.fallback})
+        if length is not None and getattr(settings, length.field) == "auto":
+            settings = settings.model_copy(update={length.field: length.fallback})
+        return settings if self.pin_files is None else self.pin_files(settings)
+
+    def encoder_names(self) -> list[str]:
+        names = [self.default_encoder, *self.encoders]
+        return names + ([f"{PRETRAINED_PREFIX}<dir or model id>"] if self.pretrained is not None else [])
+
+    def encoder(self, name: str | None) -> Encoder:
+        """The encoder called `name` (None: the default); raises ValueError naming the choices."""
+        if name is None or name == self.default_encoder:
+            return Encoder(lambda settings, d, norm, options: self.build_encoder(settings, d, norm))
+        if name in self.encoders:
+            return self.encoders[name]
+        if self.pretrained is not None and name.startswith(PRETRAINED_PREFIX) and len(name) > len(PRETRAINED_PREFIX):
+            return self.pretrained
+        raise ValueError(f"'{name}' is not one of the {self.name} encoders ({', '.join(self.encoder_names())})")
+
+    def build(self, name: str | None, settings: Settings, embed_dim: int, norm: str, options: dict | None):
+        """The nn.Module of encoder `name` with its validated `options` (a pretrained one also gets its source)."""
+        encoder = self.encoder(name)
+        chosen = encoder.options(**(options or {}))
+        if encoder is self.pretrained:
+            return encoder.build(settings, embed_dim, name.removeprefix(PRETRAINED_PREFIX), chosen)
+        return encoder.build(settings, embed_dim, norm, chosen)

@@ -1,4 +1,5 @@
-"""The image modality: encoded PNG/JPEG/WebP bytes, letterboxed to a square, through a residual CNN."""
+"""The image modality: encoded PNG/JPEG/WebP bytes, letterboxed to a square, through a residual CNN (default),
+a small Vision Transformer, or a pretrained Hugging Face tower."""
 from __future__ import annotations
 
 import base64
@@ -8,10 +9,10 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from resmm.data.image import decode_images, normalise_pixels, pixels_of
-from resmm.modalities.base import Modality, Settings, binary_column
+from resmm.modalities.base import Encoder, Modality, PretrainedOptions, Settings, binary_column
 
 if TYPE_CHECKING:  # torch is imported on use: the CPU decode tasks never load it
     import torch
@@ -59,6 +60,31 @@ def build_encoder(cfg: ImageCfg, embed_dim: int, norm: str = "batch") -> nn.Modu
                     downsample="maxpool")
 
 
+class ViTOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    patch_px: int = Field(4, ge=1)  # side of a patch; size_px must be a multiple of it
+    width: int = Field(64, ge=8)
+    depth: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+def build_vit(cfg: ImageCfg, embed_dim: int, norm: str, options: ViTOptions) -> nn.Module:
+    from resmm.models.sequence_encoders import PatchViT
+
+    if cfg.size_px % options.patch_px or options.width % options.heads:
+        raise ValueError(f"vit needs data.image.size_px ({cfg.size_px}) a multiple of patch_px "
+                         f"({options.patch_px}) and width ({options.width}) a multiple of heads ({options.heads})")
+    return PatchViT(cfg.channels, cfg.size_px, options.patch_px, options.width, options.depth, options.heads,
+                    embed_dim, options.dropout)
+
+
+def build_pretrained(cfg: ImageCfg, embed_dim: int, source: str, options) -> nn.Module:
+    from resmm.models.pretrained import PretrainedImage
+
+    return PretrainedImage.load(source, cfg.channels, embed_dim, options)
+
+
 def compact(values: np.ndarray, cfg: ImageCfg) -> np.ndarray:
     return pixels_of(values)  # uint8 C×H×W: a quarter of float32, and exact
 
@@ -76,5 +102,6 @@ def example_cell(cfg: ImageCfg) -> str:
 IMAGE = Modality(
     name="image", settings=ImageCfg, column=binary_column("encoded PNG/JPEG/WebP bytes"), decode=decode,
     input_shape=input_shape, augment=augment, build_encoder=build_encoder, example_cell=example_cell,
-    compact=compact, expand=expand,
+    compact=compact, expand=expand, default_encoder="resnet", encoders={"vit": Encoder(build_vit, ViTOptions)},
+    pretrained=Encoder(build_pretrained, PretrainedOptions),
 )

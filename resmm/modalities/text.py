@@ -1,14 +1,16 @@
-"""The text modality: strings hashed into word and character-trigram tokens, through a residual 1-D CNN."""
+"""The text modality: strings hashed into word and character-trigram tokens (or a Hugging Face tokenizer's ids),
+through a residual 1-D CNN (default), a bidirectional LSTM / GRU, a small Transformer, or a pretrained tower."""
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from resmm.data.lengths import TEXT_TOKENS_FALLBACK, choose_text_tokens, text_token_counts
-from resmm.data.text import tokenize_texts
-from resmm.modalities.base import AutoLength, Modality, Settings, string_column
+from resmm.data.text import read_tokenizer, tokenize_texts, tokenize_texts_with, tokenizer_vocab_size
+from resmm.modalities.base import AutoLength, Encoder, Modality, PretrainedOptions, Settings, string_column
 
 if TYPE_CHECKING:  # torch is imported on use: the CPU decode tasks never load it
     import torch
@@ -22,10 +24,27 @@ class TextCfg(Settings):
     max_tokens: Annotated[int, Field(ge=4, le=4096)] | Literal["auto"] = "auto"
     vocab_buckets: int = Field(8192, ge=64)  # hashing-trick vocabulary: robust to typos and new words
     max_chars: int = Field(20_000, ge=1)  # longer strings are cut (and counted) before tokenising
+    # hashed: the hashing trick (resmm/data/text.py); hf:<dir or model id>: that Hugging Face tokenizer (the
+    # `pretrained` extra). model.encoders.text=hf:<source> sets it to the same source; every encoder takes it.
+    tokenizer: str = Field("hashed", pattern=r"^(hashed|hf:.+)$")
+    # The hf tokenizer itself (its tokenizer.json), read in when a model's spec is made (pin_tokenizer): the
+    # spec saved with the model then tokenizes on any server exactly as in training. Never set by hand.
+    tokenizer_json: str | None = None
 
 
 def decode(cells: list, cfg: TextCfg):
+    if cfg.tokenizer_json is not None:
+        return tokenize_texts_with(cells, cfg.max_tokens, cfg.tokenizer_json, cfg.max_chars)
     return tokenize_texts(cells, cfg.max_tokens, cfg.vocab_buckets, cfg.max_chars)
+
+
+def pin_tokenizer(cfg: TextCfg) -> TextCfg:
+    """An hf tokenizer read in, with vocab_buckets its vocabulary plus the padding id 0 that resmm adds."""
+    if cfg.tokenizer == "hashed" or cfg.tokenizer_json is not None:
+        return cfg
+    tokenizer_json = read_tokenizer(cfg.tokenizer.removeprefix("hf:"))
+    return cfg.model_copy(update={"tokenizer_json": tokenizer_json,
+                                  "vocab_buckets": max(64, tokenizer_vocab_size(tokenizer_json) + 1)})
 
 
 def input_shape(cfg: TextCfg) -> tuple[int, ...]:
@@ -44,6 +63,45 @@ def build_encoder(cfg: TextCfg, embed_dim: int, norm: str = "batch") -> nn.Modul
     from resmm.models.encoders import TextResConv
 
     return TextResConv(cfg.vocab_buckets, width=64, depth=2, embed_dim=embed_dim)
+
+
+class TokenRNNOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    width: int = Field(64, ge=4)  # token embedding
+    hidden: int = Field(64, ge=4)  # per direction
+    layers: int = Field(1, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class TokenTransformerOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    width: int = Field(64, ge=8)
+    depth: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+def build_token_rnn(cfg: TextCfg, embed_dim: int, norm: str, options: TokenRNNOptions, cell: str) -> nn.Module:
+    from resmm.models.sequence_encoders import TokenRNN
+
+    return TokenRNN(cfg.vocab_buckets, options.width, options.hidden, options.layers, cell, embed_dim,
+                    options.dropout)
+
+
+def build_token_transformer(cfg: TextCfg, embed_dim: int, norm: str, options: TokenTransformerOptions) -> nn.Module:
+    from resmm.models.sequence_encoders import TokenTransformer
+
+    return TokenTransformer(cfg.vocab_buckets, cfg.max_tokens, options.width, options.depth, options.heads,
+                            embed_dim, options.dropout)
+
+
+def build_pretrained(cfg: TextCfg, embed_dim: int, source: str, options) -> nn.Module:
+    from resmm.models.pretrained import PretrainedText
+
+    if cfg.tokenizer != f"hf:{source}":
+        raise ValueError(f"model.encoders.text=hf:{source} needs data.text.tokenizer=hf:{source} "
+                         f"(got {cfg.tokenizer})")
+    return PretrainedText.load(source, embed_dim, options)
 
 
 def compact(token_ids: np.ndarray, cfg: TextCfg) -> np.ndarray:
@@ -66,4 +124,9 @@ TEXT = Modality(
     name="text", settings=TextCfg, column=string_column(), decode=decode, input_shape=input_shape, augment=augment,
     build_encoder=build_encoder, example_cell=example_cell, compact=compact, expand=expand,
     auto_length=AutoLength("max_tokens", choose_max_tokens, TEXT_TOKENS_FALLBACK),
+    default_encoder="resconv",
+    encoders={"lstm": Encoder(partial(build_token_rnn, cell="lstm"), TokenRNNOptions),
+              "gru": Encoder(partial(build_token_rnn, cell="gru"), TokenRNNOptions),
+              "transformer": Encoder(build_token_transformer, TokenTransformerOptions)},
+    pretrained=Encoder(build_pretrained, PretrainedOptions), pin_files=pin_tokenizer,
 )

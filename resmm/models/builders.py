@@ -28,7 +28,8 @@ def build_fusion(name: str, modalities: list[str], embed_dim: int, depth: int, d
 def build_model(model_cfg, spec, impute: str = "zero") -> MultimodalResidualNet:
     """The network for a run, from the model config and the preprocessing spec (input shapes, classes)."""
     d = model_cfg.embed_dim
-    encoders = {m: MODALITIES[m].build_encoder(spec.settings[m], d, model_cfg.norm) for m in model_cfg.modalities}
+    encoders = {m: MODALITIES[m].build(model_cfg.encoder_of(m), spec.settings[m], d, model_cfg.norm,
+                                       model_cfg.encoder_options.get(m)) for m in model_cfg.modalities}
     fusion = build_fusion(model_cfg.fusion, list(model_cfg.modalities), d, model_cfg.fusion_depth, model_cfg.dropout)
     head = classifier_head(d, len(spec.classes), model_cfg.dropout)
     imputer = build_imputer(impute, list(model_cfg.modalities), d)

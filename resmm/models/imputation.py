@@ -6,8 +6,12 @@ masked, so the fusion ignores them. The others fill absent rows with an estimate
 - `learned`: a learned missing-modality token per modality;
 - `nearest`: the modality's embedding from the nearest complete training row, matched on the modalities the
   row does have (a bank of recent complete rows, kept with the model);
-- `generative`: an MLP predicts the missing embedding from the present ones, trained with a reconstruction
-  loss on rows where the modality is present (the embedding-space analogue of VAE imputation).
+- `regress`: an MLP predicts the missing embedding from the present ones, trained with a reconstruction
+  loss on rows where the modality is present: one point estimate, no uncertainty (named `generative` before
+  issue 28; that name still loads);
+- `mvae`: a multimodal VAE (Wu & Goodman 2018): a Gaussian expert per modality and a learned prior expert,
+  combined by product of experts over the modalities a row has; each absent modality is its decoder's output at
+  the joint posterior mean, and the posterior variance is the row's imputation uncertainty.
 """
 from __future__ import annotations
 
@@ -106,7 +110,7 @@ class NearestNeighbourImputer(nn.Module):
         return embeddings, present, None
 
 
-class GenerativeImputer(nn.Module):
+class RegressionImputer(nn.Module):
     def __init__(self, modalities: list[str], embed_dim: int):
         super().__init__()
         self.modalities = list(modalities)
@@ -140,12 +144,114 @@ class GenerativeImputer(nn.Module):
         return embeddings, present, aux
 
 
+class MVAEImputer(nn.Module):
+    """Multimodal VAE over the modality embeddings (Wu & Goodman 2018, "Multimodal Generative Models for Scalable
+    Weakly-Supervised Learning"). q(z | present modalities) is the product of a learned prior expert and one
+    Gaussian expert per present modality; the prior p(z) is that prior expert, so a row with nothing present has
+    posterior = prior and KL 0. Training maximises the ELBO (reconstruction + beta · KL) of the observed set, of
+    each observed modality alone, and of one random observed subset per row, as in the paper's subsampling;
+    the targets are the encoders' embeddings, detached, so the ELBO cannot pull the encoders towards collapse."""
+
+    def __init__(self, modalities: list[str], embed_dim: int, latent_dim: int | None = None, beta: float = 1.0):
+        super().__init__()
+        self.modalities, self.beta = list(modalities), beta
+        latent = latent_dim or max(8, embed_dim // 2)
+        hidden = embed_dim
+        self.experts = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, hidden),
+                                                       nn.GELU(), nn.Linear(hidden, 2 * latent))
+                                      for m in self.modalities})
+        self.decoders = nn.ModuleDict({m: nn.Sequential(nn.Linear(latent, hidden), nn.GELU(),
+                                                        nn.Linear(hidden, embed_dim)) for m in self.modalities})
+        self.prior_mu = nn.Parameter(torch.zeros(latent))
+        self.prior_logvar = nn.Parameter(torch.zeros(latent))
+
+    def posterior(self, embeddings: dict, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar), each (B, L): the product of the prior expert and the experts where mask (B, M) is 1."""
+        b = mask.shape[0]
+        mus, logvars = [self.prior_mu.expand(b, -1)], [self.prior_logvar.expand(b, -1)]
+        for i, m in enumerate(self.modalities):
+            mu, logvar = self.experts[m](embeddings[m].float()).chunk(2, dim=-1)
+            off = 1.0 - mask[:, i : i + 1]  # an absent expert gets zero precision (infinite variance)
+            mus.append(mu)
+            logvars.append(logvar.clamp(-8.0, 8.0) + off * 1e4)
+        return product_of_experts(torch.stack(mus), torch.stack(logvars))
+
+    def kl_from_prior(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """(B,) KL(N(mu, var) || the prior expert), summed over latent dimensions."""
+        prior_var = self.prior_logvar.exp()
+        return 0.5 * (self.prior_logvar - logvar + (logvar.exp() + (mu - self.prior_mu) ** 2) / prior_var
+                      - 1.0).sum(-1)
+
+    def decode(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {m: decoder(z) for m, decoder in self.decoders.items()}
+
+    def forward(self, embeddings: dict, present: dict):
+        original = dict(embeddings)
+        embeddings, present = dict(embeddings), dict(present)
+        mask = torch.stack([present[m] for m in self.modalities], 1).float()  # (B, M)
+        mu, logvar = self.posterior(original, mask)
+        estimates = self.decode(mu)
+        usable = mask.sum(1) > 0
+        aux = self.elbo_loss(original, mask) if self.training else None
+        for m in self.modalities:
+            _fill(embeddings, present, m, estimates[m], usable)
+        return embeddings, present, aux
+
+    def elbo_loss(self, embeddings: dict, mask: torch.Tensor) -> torch.Tensor:
+        """Negative ELBO per embedding dimension, averaged over the observed set, each observed modality alone and
+        one random non-empty observed subset of each row."""
+        subsets = [mask] + [mask * F.one_hot(torch.tensor(i), len(self.modalities)).to(mask)
+                            for i in range(len(self.modalities))]
+        subsets.append(mask * (torch.rand_like(mask) < 0.5))
+        targets = torch.stack([embeddings[m].detach().float() for m in self.modalities], 1)  # (B, M, D)
+        terms = []
+        for subset in subsets:
+            rows = subset.sum(1) > 0
+            if not rows.any():
+                continue
+            mu, logvar = self.posterior(embeddings, subset)
+            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+            reconstruction = torch.stack(list(self.decode(z).values()), 1)  # (B, M, D)
+            squared = ((reconstruction - targets) ** 2).mean(-1)  # (B, M)
+            recon = (squared * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # every observed modality is a target
+            negative_elbo = recon + self.beta * self.kl_from_prior(mu, logvar) / targets.shape[-1]
+            terms.append(negative_elbo[rows].mean())
+        return torch.stack(terms).mean() if terms else mask.sum() * 0.0
+
+    @torch.no_grad()
+    def uncertainty(self, embeddings: dict, present: dict) -> torch.Tensor:
+        """(B,) mean posterior variance of the rows that lack a modality (what their imputation rests on); 0 for
+        complete rows, which impute nothing."""
+        mask = torch.stack([present[m] for m in self.modalities], 1).float()
+        _, logvar = self.posterior(embeddings, mask)
+        incomplete = (mask < 0.5).any(1)
+        return torch.where(incomplete, logvar.exp().mean(-1), torch.zeros_like(logvar[:, 0]))
+
+    @torch.no_grad()
+    def sample(self, embeddings: dict, present: dict, generator: torch.Generator | None = None) -> dict:
+        """Each modality drawn from the decoder at one sample of the joint posterior of the present ones."""
+        mask = torch.stack([present[m] for m in self.modalities], 1).float()
+        mu, logvar = self.posterior(embeddings, mask)
+        noise = torch.randn(mu.shape, generator=generator).to(mu)
+        return self.decode(mu + noise * (0.5 * logvar).exp())
+
+
+def product_of_experts(mus: torch.Tensor, logvars: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian experts (E, B, L) -> their product (B, L): precisions add, means are precision-weighted."""
+    precision = torch.exp(-logvars)
+    total = precision.sum(0)
+    return (mus * precision).sum(0) / total, -torch.log(total)
+
+
 # `data.impute` name -> imputer class; each takes (modalities, embed_dim).
 IMPUTERS = {"zero": ZeroImputer, "mean": MeanImputer, "learned": LearnedTokenImputer,
-            "nearest": NearestNeighbourImputer, "generative": GenerativeImputer}
+            "nearest": NearestNeighbourImputer, "regress": RegressionImputer, "mvae": MVAEImputer}
+# Former names that configs and registered models may still carry.
+RENAMED_IMPUTERS = {"generative": "regress"}
 
 
 def build_imputer(name: str, modalities: list[str], embed_dim: int) -> nn.Module:
+    name = RENAMED_IMPUTERS.get(name, name)
     if name not in IMPUTERS:
         raise ValueError(f"unknown imputation '{name}'")
     return IMPUTERS[name](list(modalities), embed_dim)

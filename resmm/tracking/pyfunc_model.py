@@ -28,6 +28,8 @@ WEIGHTS_ARTIFACT = "weights"
 BUNDLE_ARTIFACT = "bundle"
 PREDICTED_LABEL = "predicted_label"
 UNREADABLE = "unreadable_modalities"
+# data.impute=mvae: the mean posterior variance behind a row's imputed modalities (0 for complete rows).
+IMPUTATION_UNCERTAINTY = "imputation_uncertainty"
 
 
 class RequestError(MlflowException):
@@ -66,8 +68,15 @@ def load_network(bundle: dict, weights_path: str):
     bundle's chosen predictor is read separately (Predictor.from_dict)."""
     from resmm.models.builders import build_model
 
+    from resmm.models.pretrained import pretrained_preprocessing
+
     spec = PreprocessSpec.from_dict(bundle["spec"])
     network = build_model(ModelConfig(**bundle["model"]), spec, bundle.get("impute", "zero"))
+    # A pretrained tower is rebuilt from its source: its preprocessing must be what training recorded.
+    recorded, rebuilt = bundle.get("pretrained", {}), pretrained_preprocessing(network)
+    if recorded != rebuilt:
+        raise MlflowException(f"the pretrained towers at serving ({rebuilt}) differ from training's ({recorded}): "
+                              f"serve with the same tower files (HF_HOME or the directory named)")
     # weights_only=True: the registry holds tensors, never arbitrary pickles.
     network.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     return network.eval(), spec
@@ -90,23 +99,27 @@ class ResmmPyfunc(mlflow.pyfunc.PythonModel):
             raise RequestError("the request holds no rows")
         chunks = [self._predict_chunk(model_input.iloc[i : i + self.batch_rows])
                   for i in range(0, len(model_input), self.batch_rows)]
-        probs = np.concatenate([p for p, _ in chunks])
+        probs = np.concatenate([p for p, _, _ in chunks])
         out = pd.DataFrame(
             {probability_column(c): probs[:, i].astype(np.float64) for i, c in enumerate(self.spec.classes)},
             index=model_input.index,
         )
         out[PREDICTED_LABEL] = np.asarray(self.spec.classes, dtype=object)[probs.argmax(1)]
-        out[UNREADABLE] = [name for _, names in chunks for name in names]
+        out[UNREADABLE] = [name for _, names, _ in chunks for name in names]
+        if hasattr(self.network.imputer, "uncertainty"):
+            out[IMPUTATION_UNCERTAINTY] = np.concatenate([u for _, _, u in chunks]).astype(np.float64)
         return out
 
     @torch.no_grad()
-    def _predict_chunk(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-        """(probabilities (rows, classes), per row the comma-joined modalities whose content was unreadable)."""
+    def _predict_chunk(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+        """(probabilities (rows, classes), per row the comma-joined modalities whose content was unreadable, and
+        the imputation uncertainty of each row where the imputer has one)."""
         batch, unreadable = self.model_inputs(frame)
         output = self.network(batch)
         present = {m: batch[f"{m}_present"] for m in self.spec.modalities}
         probs = self.predictor.probabilities(output.logits, output.modality_logits, present).numpy()
-        return probs, unreadable
+        uncertainty = getattr(self.network.imputer, "uncertainty", None)
+        return probs, unreadable, None if uncertainty is None else uncertainty(output.embeddings, present).numpy()
 
     def model_inputs(self, frame: pd.DataFrame) -> tuple[dict, list[str]]:
         """(the network's input batch, per row the comma-joined modalities whose content was unreadable)."""

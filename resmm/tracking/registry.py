@@ -19,6 +19,7 @@ from resmm.modalities import MODALITIES
 from resmm.secrets import redact
 from resmm.tracking.pyfunc_model import (
     BUNDLE_ARTIFACT,
+    IMPUTATION_UNCERTAINTY,
     PREDICTED_LABEL,
     UNREADABLE,
     WEIGHTS_ARTIFACT,
@@ -30,21 +31,25 @@ SERVED_MODEL_CODE = Path(__file__).with_name("served_model.py")
 # What the served model imports (resmm's own code ships inside the model). Pinned to the versions this process
 # trains with, so a serving environment built from the registry runs the same stack.
 SERVING_PACKAGES = ("torch", "numpy", "pandas", "pyarrow", "scipy", "pillow", "soundfile", "pydantic", "pyyaml")
+# ... and what a model with pretrained towers or an hf tokenizer imports besides (the `pretrained` extra).
+PRETRAINED_PACKAGES = ("transformers", "tokenizers", "safetensors", "huggingface_hub")
 
 
-def serving_requirements() -> list[str]:
+def serving_requirements(pretrained: bool = False) -> list[str]:
     # A local version label ("2.13.0+cpu") names a build that package indexes do not serve under that name.
-    return [f"{name}=={importlib.metadata.version(name).split('+')[0]}" for name in SERVING_PACKAGES]
+    names = SERVING_PACKAGES + (PRETRAINED_PACKAGES if pretrained else ())
+    return [f"{name}=={importlib.metadata.version(name).split('+')[0]}" for name in names]
 
 
-def model_signature(modalities, classes) -> ModelSignature:
+def model_signature(modalities, classes, uncertainty: bool = False) -> ModelSignature:
     """Every input column is an optional string: image and audio as base64 in JSON (raw bytes from Python pass
-    too), so a JSON null can say "missing" in any column."""
+    too), so a JSON null can say "missing" in any column. An mvae imputer adds the imputation uncertainty."""
     inputs = Schema([ColSpec("string", "sample_id", required=False)]
                     + [ColSpec("string", m, required=False) for m in modalities])
     outputs = Schema(
         [ColSpec("double", probability_column(c)) for c in classes]
         + [ColSpec("string", PREDICTED_LABEL), ColSpec("string", UNREADABLE)]
+        + ([ColSpec("double", IMPUTATION_UNCERTAINTY)] if uncertainty else [])
     )
     return ModelSignature(inputs=inputs, outputs=outputs)
 
@@ -86,14 +91,21 @@ def log_and_register(
                 artifacts={WEIGHTS_ARTIFACT: str(weights), BUNDLE_ARTIFACT: str(bundle_path)},
                 # Ship the resmm package inside the model so serving needs no separate install of it.
                 code_paths=[str(Path(resmm.__file__).parent)],
-                signature=model_signature(bundle["spec"]["modalities"], bundle["spec"]["classes"]),
+                signature=model_signature(bundle["spec"]["modalities"], bundle["spec"]["classes"],
+                                          uncertainty=bundle.get("impute") == "mvae"),
                 input_example=input_example(bundle["spec"]),
-                pip_requirements=serving_requirements(),
+                pip_requirements=serving_requirements(pretrained=uses_pretrained(bundle)),
                 registered_model_name=registered_model,
             )
     version = str(info.registered_model_version)
     tag_version(tracking_uri, registered_model, version, tags)
     return info.model_uri, version
+
+
+def uses_pretrained(bundle: dict) -> bool:
+    """Whether the model needs the `pretrained` extra to serve: a tower, or an hf tokenizer for any encoder."""
+    text = bundle["spec"].get("text") or {}
+    return bool(bundle.get("pretrained")) or str(text.get("tokenizer", "hashed")) != "hashed"
 
 
 def version_by_alias(tracking_uri: str, registered_model: str, alias: str):
