@@ -15,7 +15,7 @@ from pipelines.feature_cache import CacheTarget, read_cached_split
 from pipelines.ingest import Source, build_split, scan_source
 from pipelines.runtime import configure_data_context, connect_ray
 from pipelines.validation import Rules, Validation, validate_source, write_quarantine
-from resmm.config import Config
+from resmm.config import Config, ConfigError
 from resmm.sources.contract import resolve_classes
 from resmm.data.batch import PreprocessSpec
 from resmm.data.cache import CacheStats, cache_url, expand_batch
@@ -228,6 +228,16 @@ class Trained:
     stop_reason: str
 
 
+def check_model_builds(cfg: Config, modalities: list[str]) -> None:
+    """Build the network once on the driver, before any data is read: an encoder that cannot be built (tower
+    files missing, a ViT patch that does not tile the image, a tokenizer not found) is a one-line config error
+    in seconds, not a traceback from every training worker."""
+    try:
+        build_model(cfg.model, PreprocessSpec.from_config(cfg.data, modalities, ["a", "b"]), cfg.data.impute)
+    except ValueError as exc:
+        raise ConfigError(f"config error: model: {str(exc).splitlines()[0]}") from None
+
+
 def prepare_data(cfg: Config, progress=say, train_source: Source | None = None) -> PreparedData:
     """Scan, check and profile the shards, choose the recipe, and plan the streaming splits.
 
@@ -243,6 +253,7 @@ def prepare_data(cfg: Config, progress=say, train_source: Source | None = None) 
     cfg, lengths = resolve_lengths(cfg, train_source.filesystem, [s.path for s in train_source.shards])
     for choice in lengths:
         progress(f"[resmm] {choice.key}={choice.value} ({choice.reason})")
+    check_model_builds(cfg, modalities)
     connect_ray()
     configure_data_context(cfg)  # driver-side passes; Train ingest gets the same through DataConfig
     progress(f"[resmm] {len(train_source.shards)} shards, {train_source.num_rows} rows; validating every row "

@@ -28,6 +28,9 @@ def load_tower(source: str):
         raise ValueError(f"hf:{source} needs Hugging Face transformers: {PRETRAINED_EXTRA}") from None
     from transformers.utils import logging as hf_logging
 
+    if source.startswith(("/", ".", "~")) and not Path(source).expanduser().is_dir():
+        raise ValueError(f"cannot load the pretrained tower 'hf:{source}': no such directory")
+
     hf_logging.disable_progress_bar()  # a bar per load in every worker's log says nothing
     try:
         return AutoModel.from_pretrained(source)
