@@ -44,7 +44,7 @@ CACHE_FORMAT = 1
 _DECODE_SOURCES = ("data/decoded.py", "data/image.py", "data/audio.py", "data/text.py", "data/batch.py",
                    "data/cache.py", "data/split.py", "modalities/image.py", "modalities/audio.py",
                    "modalities/text.py")
-_LIBRARIES = ("numpy", "pillow", "soundfile", "scipy", "pyarrow")
+_LIBRARIES = ("numpy", "pillow", "soundfile", "scipy", "pyarrow", "tokenizers")  # tokenizers: hf text tokenizers
 _META_KEY = b"resmm.cache"
 
 
