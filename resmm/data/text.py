@@ -90,6 +90,12 @@ def tokenizer_vocab_size(tokenizer_json: str) -> int:
     return _tokenizer(tokenizer_json).get_vocab_size(with_added_tokens=True)
 
 
+def hf_token_counts(texts, tokenizer_json: str, max_chars: int) -> list[int]:
+    """Tokens of each string under a Hugging Face tokenizer (special tokens included), for `auto` lengths."""
+    kept = [t[:max_chars] for t in texts if isinstance(t, str) and t]
+    return [len(e.ids) for e in _tokenizer(tokenizer_json).encode_batch(kept)] if kept else []
+
+
 def tokenize_texts_with(texts, max_tokens: int, tokenizer_json: str, max_chars: int) -> Decoded:
     """As tokenize_texts, with a Hugging Face tokenizer (special tokens included): ids are the tokenizer's plus
     one, so that 0 stays resmm's padding everywhere (token dropout, masks, the cache's compact ids)."""

@@ -9,7 +9,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from resmm.data.lengths import TEXT_TOKENS_FALLBACK, choose_text_tokens, text_token_counts
-from resmm.data.text import read_tokenizer, tokenize_texts, tokenize_texts_with, tokenizer_vocab_size
+from resmm.data.text import (hf_token_counts, read_tokenizer, tokenize_texts, tokenize_texts_with,
+                             tokenizer_vocab_size)
 from resmm.modalities.base import AutoLength, Encoder, Modality, PretrainedOptions, Settings, string_column
 
 if TYPE_CHECKING:  # torch is imported on use: the CPU decode tasks never load it
@@ -117,6 +118,8 @@ def example_cell(cfg: TextCfg) -> str:
 
 
 def choose_max_tokens(cells: list, cfg: TextCfg):
+    if cfg.tokenizer != "hashed":  # counted as the tokenizer that will be used counts them
+        return choose_text_tokens(hf_token_counts(cells, pin_tokenizer(cfg).tokenizer_json, cfg.max_chars))
     return choose_text_tokens(text_token_counts(cells, cfg.vocab_buckets, cfg.max_chars))
 
 

@@ -116,3 +116,14 @@ def test_missing_tower_files_are_one_line_errors():
         PreprocessSpec.from_config(load_config(None, ["data.text.tokenizer=hf:/nowhere/bert"]).data, ["text"], ["a"])
     with pytest.raises(ConfigError, match="data.text.tokenizer"):
         load_config(None, ["data.text.tokenizer=bpe"])
+
+
+def test_an_auto_text_length_counts_the_hf_tokenizers_tokens(towers):
+    from resmm.modalities.text import TEXT
+
+    _, bert = towers
+    cfg = load_config(None, [f"data.text.tokenizer=hf:{bert}"])
+    hashed = TEXT.auto_length.choose(["one two three four"] * 20, load_config(None, []).data.text)
+    counted = TEXT.auto_length.choose(["one two three four"] * 20, cfg.data.text)
+    assert "= 6 tokens" in counted.reason  # [CLS] one two three four [SEP]
+    assert hashed.reason != counted.reason
