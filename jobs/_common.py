@@ -11,6 +11,7 @@ if str(REPO_ROOT) not in sys.path:
 
 # isort: split
 
+from pipelines.runtime import ClusterAccessError
 from resmm.config import ConfigError, load_config
 from resmm.sources.contract import ContractError
 from resmm.secrets import redact_text
@@ -18,7 +19,7 @@ from resmm.sources.shards import ShardError
 from resmm.summary import write_json
 from resmm.tracking.runs import TrackingAccessError
 
-USER_ERRORS = (ConfigError, ContractError, ShardError, TrackingAccessError)
+USER_ERRORS = (ConfigError, ContractError, ShardError, TrackingAccessError, ClusterAccessError)
 EXIT_USER_ERROR = 2
 
 

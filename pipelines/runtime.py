@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from pathlib import Path
 
 import ray
@@ -16,6 +17,54 @@ from resmm.train.driver import configure_execution
 # Blocks of 8 MiB instead of Ray's 128 MiB: encoded media decode to several times their size, and a read+decode
 # task's first output (which an epoch's first batch waits for) comes after one block (benchmarks/results/).
 BLOCK_BYTES = 8 * 2**20
+
+
+class ClusterAccessError(RuntimeError):
+    """RAY_ADDRESS names a cluster this process cannot use; the message is one line that names the fix."""
+
+
+GCS_PROBE_TIMEOUT_S = 5.0
+REFUSED = ("the Ray cluster at {address} refused this client: it needs the cluster's token, which is missing or "
+           "wrong here. Set RAY_AUTH_TOKEN to what `ray get-auth-token` prints on the head (or RAY_AUTH_TOKEN_PATH "
+           "to its file), with RAY_AUTH_MODE=token")
+_TOKEN_CHECK = "import sys; from ray._raylet import GcsClient; GcsClient(address=sys.argv[1]).internal_kv_get(b'x', None)"
+
+
+def init_cluster(address: str, options: dict):
+    """ray.init(address), with the mistakes a user can make said in one line and within seconds: nothing
+    listening there (ray.init would retry for minutes), or a token that is missing or wrong (Ray's GCS client
+    retries a wrong one for about a minute, with a warning line per try)."""
+    from ray.exceptions import AuthenticationError
+
+    if address not in ("auto", "local"):
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=GCS_PROBE_TIMEOUT_S).close()
+        except (OSError, ValueError):
+            raise ClusterAccessError(f"no Ray cluster answers at RAY_ADDRESS={address} (nothing accepted a "
+                                     f"connection within {GCS_PROBE_TIMEOUT_S:.0f} s): start the head or fix "
+                                     "the address") from None
+        if not address.startswith("ray://") and token_refused(address):
+            raise ClusterAccessError(REFUSED.format(address=address))
+    try:
+        return ray.init(address=address, **options)
+    except AuthenticationError:
+        raise ClusterAccessError(REFUSED.format(address=address)) from None
+
+
+def token_refused(address: str, timeout_s: float = 20.0) -> bool:
+    """Whether the GCS at `address` refuses this process's token, asked in a child process whose retries and
+    log lines stay there."""
+    import subprocess
+    import sys
+
+    try:
+        probe = subprocess.run([sys.executable, "-c", _TOKEN_CHECK, address], capture_output=True, text=True,
+                               timeout=timeout_s)
+        said = probe.stderr if probe.returncode != 0 else ""
+    except subprocess.TimeoutExpired as exc:  # still retrying: its log says why
+        said = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else str(exc.stderr or "")
+    return "InvalidAuthToken" in said or "Unauthenticated" in said
 
 
 def connect_ray() -> None:
@@ -31,7 +80,7 @@ def connect_ray() -> None:
     options = {"log_to_driver": console.verbose(), "logging_level": console.framework_log_level()}
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        context = ray.init(address=address, **options)
+        context = init_cluster(address, options)
     else:
         import pipelines
         import resmm

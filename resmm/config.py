@@ -156,7 +156,8 @@ class ModelConfig(_Section):
             if unknown:
                 raise ValueError(f"{name}.{unknown[0]}: not a modality (choose from {', '.join(MODALITIES)})")
         encoders, options = {}, {}
-        for m in self.modalities:
+        # Named but unused modalities are checked too (a typo there is still a typo), then left out.
+        for m in [m for m in MODALITIES if m in self.modalities or m in self.encoders or m in self.encoder_options]:
             record = MODALITY_RECORDS[m]
             chosen = self.encoders.get(m) or record.default_encoder
             try:
@@ -167,8 +168,10 @@ class ModelConfig(_Section):
             except ValueError as exc:
                 raise ValueError(f"encoders.{m}: {exc}") from None
             encoders[m] = chosen
+        used = set(self.modalities)
         # Assign around validate_assignment, which would run this validator again for each field.
-        self.__dict__.update(encoders=encoders, encoder_options={m: o for m, o in options.items() if o})
+        self.__dict__.update(encoders={m: e for m, e in encoders.items() if m in used},
+                             encoder_options={m: o for m, o in options.items() if o and m in used})
         return self
 
     def encoder_of(self, modality: str) -> str | None:

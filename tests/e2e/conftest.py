@@ -70,6 +70,7 @@ def service_env(**extra) -> dict:
 
 
 HEAD_SESSIONS: dict[str, int] = {}  # dashboard URL -> session id of the head's processes (workers included)
+HEAD_GCS: dict[str, str] = {}  # dashboard URL -> the head's GCS address (what RAY_ADDRESS names)
 
 
 def cluster_pids(dashboard_url: str, title: str) -> list[int]:
@@ -110,6 +111,7 @@ def ray_head(tmp_path_factory):
     )
     url = f"http://127.0.0.1:{dashboard_port}"
     HEAD_SESSIONS[url] = proc.pid  # start_new_session: the head leads its own session
+    HEAD_GCS[url] = f"127.0.0.1:{gcs_port}"
     try:
         # 401 means the dashboard is up and enforcing the token.
         wait_http(f"{url}/api/version", ok_codes=(200, 401), proc=proc, timeout_s=180)
