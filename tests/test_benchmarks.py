@@ -97,3 +97,23 @@ def test_missing_bound_is_the_mean_of_full_and_the_pair_without_the_modality():
     assert row["pair_without"] == "audio+text" and abs(row["bound"] - 0.7) < 1e-9
     assert row["holds"] and abs(row["margin"] - 0.04) < 1e-9
     assert not missing_bound.bound_row(full, degraded, "audio", {"rows": 1}, [])["holds"]  # bound 0.75 > 0.74
+
+
+def test_the_encoder_family_report_lines_up_each_encoder_by_corpus_and_seed(tmp_path, monkeypatch):
+    import json
+
+    import encoder_family_report as report
+
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    probe = {"variants": {"resmm": {"balanced_accuracy": [0.5, 0.7], "params": 10},
+                          "lstm": {"balanced_accuracy": [0.4, 0.2, 0.3], "params": 12}}}
+    (tmp_path / "encoder_probe-stamps-text.json").write_text(json.dumps(probe))
+    grid = [{"name": "defaults", "val_balanced_accuracy": 0.61, "predictor_val_balanced_accuracy": 0.62},
+            {"name": "text lstm", "val_balanced_accuracy": 0.55, "predictor_val_balanced_accuracy": 0.57}]
+    (tmp_path / "encoders-stamps-s1.json").write_text(json.dumps(grid))
+    (tmp_path / "holdout-encoders-stamps-s1.json").write_text(json.dumps(
+        {"runs": {"encoders-stamps-s1: text lstm": {"balanced_accuracy": 0.21}}}))
+    assert report.alone_table()[2:] == ["| text | resconv (default) |  | 0.600 (0.500, 0.700) | 10 |",
+                                        "| text | lstm |  | 0.300 (0.400, 0.200, 0.300) | 12 |"]
+    assert report.fused_table() == ["| setting | stamps s1 val (chosen) | stamps s1 holdout |", "|---|---|---|",
+                                    "| defaults | 0.610 (0.620) |  |", "| text lstm | 0.550 (0.570) | 0.210 |"]
