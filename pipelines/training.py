@@ -398,8 +398,9 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
     runs.check_tracking_access(tracking_uri)  # bad credentials fail now, not after training
     data = prepare_data(cfg, progress, train_source)
     params = {**data.cfg.flat(), **data.recipe.as_params(), **{f"auto.{c.key}": c.reason for c in data.lengths}}
+    key = runs.run_key(data.cfg.digest(), data.fingerprint["digest"])
     with runs.tracked_run(tracking_uri, cfg.mlflow.experiment, cfg.train.run_name, params,
-                          data.lineage) as run:
+                          data.lineage, key) as run:
         progress(f"[resmm] MLflow run {run.run_id} at {tracking_uri}; Ray Train run '{run.run_name}'")
         quarantine = record_inputs(run, data, progress)
         trained = train(run, data, initial_weights, progress)

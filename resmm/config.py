@@ -225,7 +225,9 @@ class TrainConfig(_Section):
     worker_label_selector: dict[str, str] | None = None
     max_failures: int = Field(2, ge=-1)  # worker-group restarts from the last checkpoint (-1 = unlimited)
     storage_path: str = "resmm_runs"  # Ray Train checkpoints and the quarantine file; local dir or URL
-    run_name: str | None = None  # Ray Train run name; None = derived from the MLflow run id
+    # Ray Train run name; None = derived from the config and the data (resmm/tracking/runs.py run_key), so that
+    # resubmitting the same job after its driver was lost resumes its checkpoint and its MLflow run.
+    run_name: str | None = None
 
     def worker_batch_rows(self) -> int:
         """Rows each worker feeds per step."""

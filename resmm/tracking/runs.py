@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -22,6 +24,12 @@ def resolve_tracking_uri() -> str:
 
 
 RAY_RUN_TAG = "resmm.ray_train_run_name"
+RUN_KEY_TAG = "resmm.run_key"  # run_key(config, data) of a run named by default
+# The driver beats while its run is open; a RUNNING run silent for ORPHAN_AFTER_S lost its driver.
+HEARTBEAT_TAG = "resmm.heartbeat_unix_s"
+HEARTBEAT_EVERY_S = 60.0
+ORPHAN_AFTER_S = 600.0
+END_REASON_TAG = "resmm.end_reason"
 
 
 class TrackingAccessError(RuntimeError):
@@ -56,18 +64,30 @@ def check_tracking_access(tracking_uri: str, timeout_s: float = 15) -> None:
         raise TrackingAccessError(f"the MLflow server at {tracking_uri} answered HTTP {response.status_code}")
 
 
-def start_run(tracking_uri: str, experiment: str, run_name: str | None, params: dict, tags: dict) -> tuple[str, str]:
+def run_key(config_digest: str, data_digest: str) -> str:
+    """The default name of a run: the same config on the same data gives the same key, so a job resubmitted
+    after its driver was lost (KubeRay's RayJob backoffLimit) finds its run without anyone naming it."""
+    return "resmm-" + hashlib.sha256(f"{config_digest}|{data_digest}".encode()).hexdigest()[:12]
+
+
+def start_run(tracking_uri: str, experiment: str, run_name: str | None, params: dict, tags: dict,
+              key: str | None = None) -> tuple[str, str]:
     """Create the job's run (creating the experiment on first use), log the whole resolved config as params;
-    returns (run id, run name). The MLflow run is named like the Ray Train run: `run_name`, or
-    `resmm-<first 12 characters of the run id>`.
+    returns (run id, run name). The MLflow run is named like the Ray Train run.
 
     With an explicit Ray Train run name, an unfinished run of the same name is reused: a retried job resumes
-    its Ray Train checkpoint and keeps logging into the same MLflow run instead of duplicating it.
+    its Ray Train checkpoint and keeps logging into the same MLflow run instead of duplicating it. Without one,
+    `key` (run_key) names it: a run of that key whose driver is gone (FAILED, or KILLED as an orphan) is resumed
+    the same way; otherwise the key names a new run, `<key>-<n>` once earlier runs of the key finished.
+    Runs whose driver stopped beating (close_orphaned_runs) are closed first.
     """
     params, tags = redact(params), redact(tags)  # a URL with a password, a key that reads like a secret
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
+    close_orphaned_runs(client, experiment_id)
+    if not run_name and key:
+        run_name, tags = run_name_for_key(client, experiment_id, key), {**tags, RUN_KEY_TAG: key}
     if run_name:
         tags = {**tags, RAY_RUN_TAG: run_name}
         previous = client.search_runs(
@@ -77,8 +97,9 @@ def start_run(tracking_uri: str, experiment: str, run_name: str | None, params: 
         if previous:
             run_id = previous[0].info.run_id
             client.update_run(run_id, status="RUNNING")
+            client.set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
             return run_id, run_name
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    run = client.create_run(experiment_id, run_name=run_name, tags={**tags, HEARTBEAT_TAG: str(int(time.time()))})
     run_id = run.info.run_id
     if not run_name:
         run_name = f"resmm-{run_id[:12]}"
@@ -86,6 +107,31 @@ def start_run(tracking_uri: str, experiment: str, run_name: str | None, params: 
         client.set_tag(run_id, RAY_RUN_TAG, run_name)
     log_params(tracking_uri, run_id, params)
     return run_id, run_name
+
+
+def run_name_for_key(client: MlflowClient, experiment_id: str, key: str) -> str:
+    """The Ray Train run name for a run key: that of its run whose driver is gone, if any; else a fresh one."""
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'", max_results=1000)
+    for run in runs:
+        if run.info.status in ("FAILED", "KILLED") and RAY_RUN_TAG in run.data.tags:
+            return run.data.tags[RAY_RUN_TAG]
+    return key if not runs else f"{key}-{len(runs) + 1}"
+
+
+def close_orphaned_runs(client: MlflowClient, experiment_id: str, now: float | None = None) -> list[str]:
+    """Mark KILLED the RUNNING runs whose driver has not beaten for ORPHAN_AFTER_S (a lost head or a SIGKILLed
+    driver never ends its run); returns their ids. Runs without a heartbeat (older resmm) are left alone."""
+    now = time.time() if now is None else now
+    closed = []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        beat = run.data.tags.get(HEARTBEAT_TAG)
+        if beat is None or now - float(beat) < ORPHAN_AFTER_S:
+            continue
+        client.set_tag(run.info.run_id, END_REASON_TAG,
+                       f"driver lost: no heartbeat since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(float(beat)))}")
+        client.set_terminated(run.info.run_id, status="KILLED")
+        closed.append(run.info.run_id)
+    return closed
 
 
 def log_params(tracking_uri: str, run_id: str, params: dict) -> None:
@@ -217,13 +263,26 @@ class TrackedRun:
 
 @contextlib.contextmanager
 def tracked_run(tracking_uri: str, experiment: str, run_name: str | None, params: dict,
-                tags: dict) -> Iterator[TrackedRun]:
+                tags: dict, key: str | None = None) -> Iterator[TrackedRun]:
     """Start (or resume, see start_run) the job's run; it ends FINISHED when the body returns and FAILED when
-    it raises, interrupts included."""
-    run_id, run_name = start_run(tracking_uri, experiment, run_name, params, tags)
+    it raises, interrupts included. While it is open, a daemon thread beats every HEARTBEAT_EVERY_S."""
+    run_id, run_name = start_run(tracking_uri, experiment, run_name, params, tags, key)
+    stop = threading.Event()
+    beating = threading.Thread(target=_beat, args=(tracking_uri, run_id, stop), daemon=True, name="resmm-heartbeat")
+    beating.start()
     try:
         yield TrackedRun(tracking_uri, run_id, run_name)
     except BaseException:
         end_run(tracking_uri, run_id, "FAILED")
         raise
+    finally:
+        stop.set()
     end_run(tracking_uri, run_id, "FINISHED")
+
+
+def _beat(tracking_uri: str, run_id: str, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_EVERY_S):
+        try:
+            MlflowClient(tracking_uri).set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
+        except Exception:  # a missed beat is retried at the next; the run itself must not fail for it
+            continue
