@@ -354,3 +354,22 @@ def test_one_lock_serves_the_image_and_make():
     image_installs = [command for op, args in dockerfile_instructions() if op == "RUN"
                       for command in args.split("&&") if "pip install" in command]
     assert image_installs and all("-c constraints.txt" in c or "--no-deps" in c for c in image_installs)
+
+
+def test_a_retried_rayjob_resumes_where_its_lost_cluster_left_off():
+    """KubeRay retries a RayJob (backoffLimit) on a fresh cluster with the same command: the run name must derive
+    from config and data (no train.run_name, which would also pin every later run to one name), and checkpoints
+    and the feature cache must live on storage that outlives the cluster."""
+    from resmm.tracking.runs import run_key
+
+    retried = [(name, doc) for name, doc in ray_documents() if doc["kind"] == "RayJob"]
+    assert retried
+    for name, doc in retried:
+        assert doc["spec"]["backoffLimit"] >= 1, name
+        args = shlex.split(doc["spec"]["entrypoint"])
+        assert not any(a.startswith("train.run_name=") for a in args), name
+        config_path = REPO / args[args.index("--config") + 1]
+        cfg = load_config(config_path, [])
+        assert cfg.train.run_name is None and "://" in cfg.train.storage_path, name
+        assert cfg.data.cache_path is None or "://" in cfg.data.cache_path, name
+        assert run_key(cfg.digest(), "d") == run_key(load_config(config_path, []).digest(), "d")  # stable per load
