@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -25,10 +26,11 @@ def resolve_tracking_uri() -> str:
 
 RAY_RUN_TAG = "resmm.ray_train_run_name"
 RUN_KEY_TAG = "resmm.run_key"  # run_key(config, data) of a run named by default
-# The driver beats while its run is open; a RUNNING run silent for ORPHAN_AFTER_S lost its driver.
+# The driver beats while its run is open; a RUNNING run silent for three beats lost its driver. Every driver
+# that shares an experiment must use the same interval (RESMM_HEARTBEAT_SECONDS; tests shorten it).
 HEARTBEAT_TAG = "resmm.heartbeat_unix_s"
-HEARTBEAT_EVERY_S = 60.0
-ORPHAN_AFTER_S = 600.0
+HEARTBEAT_EVERY_S = float(os.environ.get("RESMM_HEARTBEAT_SECONDS", "60"))
+ORPHAN_AFTER_S = 3 * HEARTBEAT_EVERY_S
 END_REASON_TAG = "resmm.end_reason"
 
 
@@ -41,8 +43,6 @@ def check_tracking_access(tracking_uri: str, timeout_s: float = 15) -> None:
     fails the job in seconds with a clear message instead of after minutes of client retries."""
     if not tracking_uri.startswith(("http://", "https://")):
         return
-    import os
-
     import requests
 
     username, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
@@ -120,7 +120,8 @@ def run_name_for_key(client: MlflowClient, experiment_id: str, key: str) -> str:
 
 def close_orphaned_runs(client: MlflowClient, experiment_id: str, now: float | None = None) -> list[str]:
     """Mark KILLED the RUNNING runs whose driver has not beaten for ORPHAN_AFTER_S (a lost head or a SIGKILLed
-    driver never ends its run); returns their ids. Runs without a heartbeat (older resmm) are left alone."""
+    driver never ends its run); returns their ids. Runs without a heartbeat (older resmm) are left alone. A driver
+    silent that long only because MLflow was down ends its run FINISHED all the same."""
     now = time.time() if now is None else now
     closed = []
     for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):

@@ -19,9 +19,10 @@ from tests.e2e.conftest import BIN, cluster_pids, job_submit_command, service_en
 pytestmark = pytest.mark.e2e
 
 
-def train_args(demo_slice, out: Path, run_name: str, experiment: str) -> list[str]:
+def train_args(demo_slice, out: Path, run_name: str | None, experiment: str) -> list[str]:
+    named = [f"train.run_name={run_name}"] if run_name else []
     return ["jobs/train.py", f"data.path={demo_slice}", "train.num_workers=2", "train.epochs=4",
-            "train.batch_size_per_worker=16", "train.max_failures=2", f"train.run_name={run_name}",
+            "train.batch_size_per_worker=16", "train.max_failures=2", *named,
             f"train.storage_path={out / 'runs'}", f"mlflow.experiment={experiment}",
             "mlflow.registered_model=resmm-faults", "--summary-json", str(out / "summary.json")]
 
@@ -91,3 +92,55 @@ def test_stopped_job_rerun_with_the_same_run_name_resumes(ray_head, mlflow_serve
     matching = runs_named(mlflow_server, "faults-rerun", "stopped-job")
     assert [r.info.run_id for r in matching] == [summary["mlflow_run_id"]]
     assert matching[0].info.status == "FINISHED"
+
+
+def driver_pids(marker: str) -> list[int]:
+    """The job's driver processes (the job supervisor's shell and its python), told apart by a path in argv."""
+    pids = []
+    for proc_dir in Path("/proc").iterdir():
+        try:
+            argv = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if proc_dir.name.isdigit() and "jobs/train.py" in argv and marker in argv:
+            pids.append(int(proc_dir.name))
+    return pids
+
+
+def test_a_job_whose_driver_was_lost_resumes_on_resubmission_without_a_run_name(ray_head, mlflow_server, demo_slice,
+                                                                                tmp_path):
+    """As KubeRay's retry after a lost head: the driver dies without a word (SIGKILL), and the identical command
+    comes again. The run name derives from config and data, so the retry finds the checkpoint and the MLflow run,
+    which the lost driver left RUNNING and which is closed as KILLED once its heartbeat stops."""
+    args = train_args(demo_slice, tmp_path, None, "faults-lost-driver")
+    env_vars = {"MLFLOW_TRACKING_URI": mlflow_server, "RESMM_HEARTBEAT_SECONDS": "2"}
+    proc = subprocess.Popen(job_submit_command(ray_head, args, env_vars), env=service_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 600
+        while not list((tmp_path / "runs").glob("resmm-*/checkpoint_*"))[1:]:  # two: the first is committed
+            assert proc.poll() is None and time.time() < deadline, "no checkpoint appeared"
+            time.sleep(0.5)
+        drivers = driver_pids(str(tmp_path))
+        assert drivers
+        for pid in drivers:
+            os.kill(pid, signal.SIGKILL)
+        proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("faults-lost-driver").experiment_id
+    [orphan] = client.search_runs([experiment])
+    assert orphan.info.status == "RUNNING"  # nobody ended it
+    time.sleep(7)  # three missed beats of 2 s
+
+    completed = submit_job(ray_head, args, env_vars)
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["start_epoch"] >= 1  # resumed from the lost driver's checkpoint
+    assert summary["cache"]["decoded_rows"] == 0, summary["cache"]  # the feature cache, not a second decode
+    [run] = client.search_runs([experiment])
+    assert run.info.run_id == orphan.info.run_id == summary["mlflow_run_id"] and run.info.status == "FINISHED"
+    assert run.data.tags["resmm.end_reason"].startswith("driver lost: no heartbeat since")
+    assert [p.name for p in (tmp_path / "runs").glob("resmm-*")] == [summary["ray_train_run_name"]]
