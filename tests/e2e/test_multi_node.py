@@ -31,6 +31,16 @@ def state(dashboard: str, *args: str) -> list[dict]:
     return json.loads(out.stdout)
 
 
+def alive_roles(dashboard: str) -> dict[str, str]:
+    """{role label: node id} of the alive labelled nodes; empty while the state API is not answering yet (a
+    loaded machine can take a while after the dashboard's first answer)."""
+    try:
+        nodes = state(dashboard, "nodes", "--detail")
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, json.JSONDecodeError):
+        return {}
+    return {n["labels"].get(ROLE): n["node_id"] for n in nodes if n["state"] == "ALIVE" and n["labels"].get(ROLE)}
+
+
 @pytest.fixture(scope="module")
 def labelled_cluster(tmp_path_factory):
     """Yields (dashboard URL, {role: node id}); stops only the three nodes it started."""
@@ -61,8 +71,7 @@ def labelled_cluster(tmp_path_factory):
             while role not in roles:  # one node at a time, each registered before the next starts
                 assert time.time() < deadline, f"the {role} node never registered"
                 time.sleep(2)
-                roles = {n["labels"].get(ROLE): n["node_id"] for n in state(dashboard, "nodes", "--detail")
-                         if n["state"] == "ALIVE" and n["labels"].get(ROLE)}
+                roles = alive_roles(dashboard) or roles
         yield dashboard, roles
     finally:
         for proc in reversed(procs):
