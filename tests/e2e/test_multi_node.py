@@ -24,18 +24,26 @@ def node_ports() -> list[str]:
     return [f"{flag}={free_port()}" for flag in flags]
 
 
-def state(dashboard: str, *args: str) -> list[dict]:
-    out = subprocess.run([str(BIN / "ray"), "list", *args, "--address", dashboard, "--format", "json",
-                          "--limit", "10000"], env=service_env(), capture_output=True, text=True, timeout=120,
-                         check=True)
-    return json.loads(out.stdout)
+def state(dashboard: str, *args: str, timeout_s: float = 120) -> list[dict]:
+    """`ray list ... --format json`, asked again (within timeout_s) while the state API is not answering."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            out = subprocess.run([str(BIN / "ray"), "list", *args, "--address", dashboard, "--format", "json",
+                                  "--limit", "10000"], env=service_env(), capture_output=True, text=True,
+                                 timeout=120, check=True)
+            return json.loads(out.stdout)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, json.JSONDecodeError):
+            if time.time() > deadline:
+                raise
+            time.sleep(2)
 
 
 def alive_roles(dashboard: str) -> dict[str, str]:
     """{role label: node id} of the alive labelled nodes; empty while the state API is not answering yet (a
     loaded machine can take a while after the dashboard's first answer)."""
     try:
-        nodes = state(dashboard, "nodes", "--detail")
+        nodes = state(dashboard, "nodes", "--detail", timeout_s=0)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, json.JSONDecodeError):
         return {}
     return {n["labels"].get(ROLE): n["node_id"] for n in nodes if n["state"] == "ALIVE" and n["labels"].get(ROLE)}
