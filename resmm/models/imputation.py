@@ -165,16 +165,21 @@ class MVAEImputer(nn.Module):
         self.prior_mu = nn.Parameter(torch.zeros(latent))
         self.prior_logvar = nn.Parameter(torch.zeros(latent))
 
-    def posterior(self, embeddings: dict, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, logvar), each (B, L): the product of the prior expert and the experts where mask (B, M) is 1."""
+    def expert_params(self, embeddings: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mus, logvars), each (M, B, L): every modality's Gaussian expert. They do not depend on which
+        modalities a posterior multiplies, so one pass serves every subset."""
+        halves = [self.experts[m](embeddings[m].float()).chunk(2, dim=-1) for m in self.modalities]
+        return torch.stack([mu for mu, _ in halves]), torch.stack([logvar.clamp(-8.0, 8.0) for _, logvar in halves])
+
+    def posterior(self, embeddings: dict, mask: torch.Tensor,
+                  experts: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar), each (B, L): the product of the prior expert and the experts where mask (B, M) is 1.
+        `experts`: expert_params(embeddings), when the caller has them already."""
+        mus, logvars = self.expert_params(embeddings) if experts is None else experts
         b = mask.shape[0]
-        mus, logvars = [self.prior_mu.expand(b, -1)], [self.prior_logvar.expand(b, -1)]
-        for i, m in enumerate(self.modalities):
-            mu, logvar = self.experts[m](embeddings[m].float()).chunk(2, dim=-1)
-            off = 1.0 - mask[:, i : i + 1]  # an absent expert gets zero precision (infinite variance)
-            mus.append(mu)
-            logvars.append(logvar.clamp(-8.0, 8.0) + off * 1e4)
-        return product_of_experts(torch.stack(mus), torch.stack(logvars))
+        off = (1.0 - mask).T.unsqueeze(-1)  # (M, B, 1): an absent expert gets zero precision (infinite variance)
+        return product_of_experts(torch.cat([self.prior_mu.expand(b, -1)[None], mus]),
+                                  torch.cat([self.prior_logvar.expand(b, -1)[None], logvars + off * 1e4]))
 
     def kl_from_prior(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """(B,) KL(N(mu, var) || the prior expert), summed over latent dimensions."""
@@ -189,17 +194,20 @@ class MVAEImputer(nn.Module):
         original = dict(embeddings)
         embeddings, present = dict(embeddings), dict(present)
         mask = torch.stack([present[m] for m in self.modalities], 1).float()  # (B, M)
-        mu, logvar = self.posterior(original, mask)
+        experts = self.expert_params(original)
+        mu, _ = self.posterior(original, mask, experts)
         estimates = self.decode(mu)
         usable = mask.sum(1) > 0
-        aux = self.elbo_loss(original, mask) if self.training else None
+        aux = self.elbo_loss(original, mask, experts) if self.training else None
         for m in self.modalities:
             _fill(embeddings, present, m, estimates[m], usable)
         return embeddings, present, aux
 
-    def elbo_loss(self, embeddings: dict, mask: torch.Tensor) -> torch.Tensor:
+    def elbo_loss(self, embeddings: dict, mask: torch.Tensor,
+                  experts: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Negative ELBO per embedding dimension, averaged over the observed set, each observed modality alone and
         one random non-empty observed subset of each row."""
+        experts = self.expert_params(embeddings) if experts is None else experts
         subsets = [mask] + [mask * F.one_hot(torch.tensor(i), len(self.modalities)).to(mask)
                             for i in range(len(self.modalities))]
         subsets.append(mask * (torch.rand_like(mask) < 0.5))
@@ -209,7 +217,7 @@ class MVAEImputer(nn.Module):
             rows = subset.sum(1) > 0
             if not rows.any():
                 continue
-            mu, logvar = self.posterior(embeddings, subset)
+            mu, logvar = self.posterior(embeddings, subset, experts)
             z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
             reconstruction = torch.stack(list(self.decode(z).values()), 1)  # (B, M, D)
             squared = ((reconstruction - targets) ** 2).mean(-1)  # (B, M)
