@@ -24,7 +24,6 @@ from resmm.modalities import resolve_lengths
 from resmm.datasets import demo
 from resmm.sources.fingerprint import data_fingerprint
 from resmm.models.builders import build_model
-from resmm.models.predictor import Predictor
 from resmm.models.pretrained import pretrained_preprocessing
 from resmm.sources.quarantine import QuarantineReport
 from resmm.console import progress_bar, say
@@ -69,11 +68,13 @@ def counted(batches, bar, spec: PreprocessSpec):
 @dataclass
 class Evaluation:
     """The registered weights scored on the validation split: the predictor chosen there, the robustness report
-    (fused head and chosen predictor) and retrieval recall."""
+    (fused head and chosen predictor) and retrieval recall; and the pretrained towers' preprocessing of the
+    network that was scored, for the bundle."""
 
     choice: PredictorChoice
     robustness: dict
     retrieval: dict
+    pretrained: dict
 
 
 def evaluate_registered_weights(cfg: Config, spec: PreprocessSpec, model_state: dict, val_dataset,
@@ -95,7 +96,7 @@ def evaluate_registered_weights(cfg: Config, spec: PreprocessSpec, model_state: 
     if cfg.model.retrieval:
         with progress_bar(val_rows, "retrieval") as bar:
             retrieval = retrieval_recall(network, batches(bar), spec.modalities)
-    return Evaluation(choice, robustness, retrieval)
+    return Evaluation(choice, robustness, retrieval, pretrained_preprocessing(network))
 
 
 def robustness_rows(report: dict) -> dict:
@@ -366,13 +367,12 @@ def record_choice(run: TrackedRun, choice: PredictorChoice, best_epoch: int) -> 
                      row["val_balanced_accuracy"] for row in choice.table}, step=best_epoch)
 
 
-def register(run: TrackedRun, data: PreparedData, trained: Trained, predictor: Predictor) -> tuple[str, str, dict]:
-    """Log the pyfunc model (with its chosen predictor) and register it; returns (model URI, version, the
-    headline metrics)."""
-    cfg = data.cfg
+def register(run: TrackedRun, data: PreparedData, trained: Trained, evaluation: Evaluation) -> tuple[str, str, dict]:
+    """Log the pyfunc model (with the predictor chosen on validation) and register it; returns (model URI,
+    version, the headline metrics)."""
+    cfg, predictor = data.cfg, evaluation.choice.chosen
     bundle = {"model": cfg.model.model_dump(mode="json"), "spec": data.spec.to_dict(),
-              "impute": cfg.data.impute, "predictor": predictor.as_dict(),
-              "pretrained": pretrained_preprocessing(build_model(cfg.model, data.spec, cfg.data.impute))}
+              "impute": cfg.data.impute, "predictor": predictor.as_dict(), "pretrained": evaluation.pretrained}
     model_uri, version = registry.log_and_register(
         tracking_uri=run.tracking_uri, run_id=run.run_id, registered_model=cfg.mlflow.registered_model,
         model_state=trained.model_state, bundle=bundle,
@@ -405,7 +405,7 @@ def run_training(cfg: Config, progress=say, initial_weights: dict | None = None,
         quarantine = record_inputs(run, data, progress)
         trained = train(run, data, initial_weights, progress)
         evaluation = evaluate(run, data, trained, progress)
-        model_uri, version, headline = register(run, data, trained, evaluation.choice.chosen)
+        model_uri, version, headline = register(run, data, trained, evaluation)
     summary = summarise(data, run, trained, started, model_uri=model_uri, model_version=version,
                         metrics=headline, quarantine=quarantine.as_summary(), robustness=evaluation.robustness,
                         retrieval=evaluation.retrieval, cache=cache_summary(data.checks),

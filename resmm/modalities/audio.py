@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import soundfile
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from resmm.data.audio import decode_audios, read_waveforms, spectrogram_shape
 from resmm.data.lengths import AUDIO_SECONDS_FALLBACK, audio_durations, choose_audio_seconds
-from resmm.modalities.base import AutoLength, Encoder, Modality, Settings, binary_column
+from resmm.modalities.base import (AutoLength, Encoder, Modality, RNNOptions, Settings, TransformerOptions,
+                                   binary_column)
 
 if TYPE_CHECKING:  # torch is imported on use: the CPU decode tasks never load it
     import torch
@@ -60,21 +61,12 @@ def build_encoder(cfg: AudioCfg, embed_dim: int, norm: str = "batch") -> nn.Modu
     return AudioResNet(ResNet2d(1, widths=(16, 32, 64), blocks_per_stage=1, embed_dim=embed_dim, norm=NORMS[norm]))
 
 
-class FrameRNNOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    hidden: int = Field(64, ge=4)  # per direction
-    layers: int = Field(1, ge=1)
+class FrameRNNOptions(RNNOptions):
     stack: int = Field(2, ge=1)  # consecutive mel frames per step: shorter sequences, the same information
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 
-class FrameTransformerOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    width: int = Field(64, ge=8)
-    depth: int = Field(2, ge=1)
-    heads: int = Field(4, ge=1)
-    stack: int = Field(2, ge=1)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+class FrameTransformerOptions(TransformerOptions):
+    stack: int = Field(2, ge=1)  # as FrameRNNOptions.stack
 
 
 def build_frame_rnn(cfg: AudioCfg, embed_dim: int, norm: str, options: FrameRNNOptions, cell: str) -> nn.Module:

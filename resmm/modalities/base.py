@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from resmm.data.decoded import Decoded
 from resmm.data.lengths import LengthChoice
@@ -55,10 +55,28 @@ class AutoLength:
     fallback: float  # the value of an `auto` never measured (a spec built without data)
 
 
-class NoOptions(BaseModel):
-    """The options of an encoder that takes none."""
+class EncoderOptions(BaseModel):
+    """An encoder's options (`model.encoder_options.<modality>.*`): none here, so that an encoder without options
+    refuses any; every encoder's options class derives from it."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class TransformerOptions(EncoderOptions):
+    """The options every Transformer encoder takes (resmm/models/sequence_encoders.py ClsTransformer)."""
+
+    width: int = Field(64, ge=8)
+    depth: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class RNNOptions(EncoderOptions):
+    """The options every bidirectional LSTM / GRU encoder takes (sequence_encoders.BiRNN)."""
+
+    hidden: int = Field(64, ge=4)  # per direction
+    layers: int = Field(1, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 
 @dataclass(frozen=True)
@@ -67,13 +85,12 @@ class Encoder:
     `model.encoder_options.<modality>` section, validated by `options`."""
 
     build: Callable  # (settings, embed_dim, norm name, options) -> nn.Module mapping a batch to (B, embed_dim)
-    options: type[BaseModel] = NoOptions
+    options: type[EncoderOptions] = EncoderOptions
 
 
-class PretrainedOptions(BaseModel):
+class PretrainedOptions(EncoderOptions):
     """A pretrained tower's options: frozen (only the projection to the embedding trains) or fine-tuned."""
 
-    model_config = ConfigDict(extra="forbid")
     mode: Literal["freeze", "finetune"] = "freeze"
 
 

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from resmm.data.image import decode_images, normalise_pixels, pixels_of
-from resmm.modalities.base import Encoder, Modality, PretrainedOptions, Settings, binary_column
+from resmm.modalities.base import (Encoder, Modality, PretrainedOptions, Settings, TransformerOptions,
+                                   binary_column)
 
 if TYPE_CHECKING:  # torch is imported on use: the CPU decode tasks never load it
     import torch
@@ -60,13 +61,9 @@ def build_encoder(cfg: ImageCfg, embed_dim: int, norm: str = "batch") -> nn.Modu
                     downsample="maxpool")
 
 
-class ViTOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    patch_px: int = Field(4, ge=1)  # side of a patch; size_px must be a multiple of it
-    width: int = Field(64, ge=8)
+class ViTOptions(TransformerOptions):
     depth: int = Field(4, ge=1)
-    heads: int = Field(4, ge=1)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    patch_px: int = Field(4, ge=1)  # side of a patch; size_px must be a multiple of it
 
 
 def build_vit(cfg: ImageCfg, embed_dim: int, norm: str, options: ViTOptions) -> nn.Module:

@@ -6,12 +6,13 @@ from functools import partial
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from resmm.data.lengths import TEXT_TOKENS_FALLBACK, choose_text_tokens, text_token_counts
 from resmm.data.text import (hf_token_counts, read_tokenizer, tokenize_texts, tokenize_texts_with,
                              tokenizer_vocab_size)
-from resmm.modalities.base import AutoLength, Encoder, Modality, PretrainedOptions, Settings, string_column
+from resmm.modalities.base import (AutoLength, Encoder, Modality, PretrainedOptions, RNNOptions, Settings,
+                                   TransformerOptions, string_column)
 
 if TYPE_CHECKING:  # torch is imported on use: the CPU decode tasks never load it
     import torch
@@ -66,20 +67,8 @@ def build_encoder(cfg: TextCfg, embed_dim: int, norm: str = "batch") -> nn.Modul
     return TextResConv(cfg.vocab_buckets, width=64, depth=2, embed_dim=embed_dim)
 
 
-class TokenRNNOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TokenRNNOptions(RNNOptions):
     width: int = Field(64, ge=4)  # token embedding
-    hidden: int = Field(64, ge=4)  # per direction
-    layers: int = Field(1, ge=1)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-
-
-class TokenTransformerOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    width: int = Field(64, ge=8)
-    depth: int = Field(2, ge=1)
-    heads: int = Field(4, ge=1)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
 
 
 def build_token_rnn(cfg: TextCfg, embed_dim: int, norm: str, options: TokenRNNOptions, cell: str) -> nn.Module:
@@ -89,7 +78,7 @@ def build_token_rnn(cfg: TextCfg, embed_dim: int, norm: str, options: TokenRNNOp
                     options.dropout)
 
 
-def build_token_transformer(cfg: TextCfg, embed_dim: int, norm: str, options: TokenTransformerOptions) -> nn.Module:
+def build_token_transformer(cfg: TextCfg, embed_dim: int, norm: str, options: TransformerOptions) -> nn.Module:
     from resmm.models.sequence_encoders import TokenTransformer
 
     return TokenTransformer(cfg.vocab_buckets, cfg.max_tokens, options.width, options.depth, options.heads,
@@ -130,6 +119,6 @@ TEXT = Modality(
     default_encoder="resconv",
     encoders={"lstm": Encoder(partial(build_token_rnn, cell="lstm"), TokenRNNOptions),
               "gru": Encoder(partial(build_token_rnn, cell="gru"), TokenRNNOptions),
-              "transformer": Encoder(build_token_transformer, TokenTransformerOptions)},
+              "transformer": Encoder(build_token_transformer, TransformerOptions)},
     pretrained=Encoder(build_pretrained, PretrainedOptions), pin_files=pin_tokenizer,
 )

@@ -16,9 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resmm.data.image import unit_pixels
-
-PRETRAINED_EXTRA = "pip install 'resmm[pretrained]'"
-
+from resmm.data.text import PRETRAINED_EXTRA
 
 def load_tower(source: str):
     """AutoModel.from_pretrained(source) with one-line errors for a missing extra or unreachable weights."""
