@@ -97,9 +97,10 @@ def start_run(tracking_uri: str, experiment: str, run_name: str | None, params: 
         if previous:
             run_id = previous[0].info.run_id
             client.update_run(run_id, status="RUNNING")
-            client.set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
+            beat(client, run_id)
             return run_id, run_name
-    run = client.create_run(experiment_id, run_name=run_name, tags={**tags, HEARTBEAT_TAG: str(int(time.time()))})
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    beat(client, run.info.run_id)
     run_id = run.info.run_id
     if not run_name:
         run_name = f"resmm-{run_id[:12]}"
@@ -118,18 +119,22 @@ def run_name_for_key(client: MlflowClient, experiment_id: str, key: str) -> str:
     return key if not runs else f"{key}-{len(runs) + 1}"
 
 
-def close_orphaned_runs(client: MlflowClient, experiment_id: str, now: float | None = None) -> list[str]:
+def beat(client: MlflowClient, run_id: str) -> None:
+    """The driver's sign of life on its run (HEARTBEAT_TAG, seconds since the epoch)."""
+    client.set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
+
+
+def close_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
     """Mark KILLED the RUNNING runs whose driver has not beaten for ORPHAN_AFTER_S (a lost head or a SIGKILLed
     driver never ends its run); returns their ids. Runs without a heartbeat (older resmm) are left alone. A driver
     silent that long only because MLflow was down ends its run FINISHED all the same."""
-    now = time.time() if now is None else now
-    closed = []
+    now, closed = time.time(), []
     for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
-        beat = run.data.tags.get(HEARTBEAT_TAG)
-        if beat is None or now - float(beat) < ORPHAN_AFTER_S:
+        last_beat = run.data.tags.get(HEARTBEAT_TAG)
+        if last_beat is None or now - float(last_beat) < ORPHAN_AFTER_S:
             continue
         client.set_tag(run.info.run_id, END_REASON_TAG,
-                       f"driver lost: no heartbeat since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(float(beat)))}")
+                       f"driver lost: no heartbeat since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(float(last_beat)))}")
         client.set_terminated(run.info.run_id, status="KILLED")
         closed.append(run.info.run_id)
     return closed
@@ -269,7 +274,7 @@ def tracked_run(tracking_uri: str, experiment: str, run_name: str | None, params
     it raises, interrupts included. While it is open, a daemon thread beats every HEARTBEAT_EVERY_S."""
     run_id, run_name = start_run(tracking_uri, experiment, run_name, params, tags, key)
     stop = threading.Event()
-    beating = threading.Thread(target=_beat, args=(tracking_uri, run_id, stop), daemon=True, name="resmm-heartbeat")
+    beating = threading.Thread(target=_beat_until, args=(tracking_uri, run_id, stop), daemon=True, name="resmm-heartbeat")
     beating.start()
     try:
         yield TrackedRun(tracking_uri, run_id, run_name)
@@ -281,9 +286,9 @@ def tracked_run(tracking_uri: str, experiment: str, run_name: str | None, params
     end_run(tracking_uri, run_id, "FINISHED")
 
 
-def _beat(tracking_uri: str, run_id: str, stop: threading.Event) -> None:
+def _beat_until(tracking_uri: str, run_id: str, stop: threading.Event) -> None:
     while not stop.wait(HEARTBEAT_EVERY_S):
         try:
-            MlflowClient(tracking_uri).set_tag(run_id, HEARTBEAT_TAG, str(int(time.time())))
+            beat(MlflowClient(tracking_uri), run_id)
         except Exception:  # a missed beat is retried at the next; the run itself must not fail for it
             continue
