@@ -33,7 +33,8 @@ RESNET_ALIASES = {"maxpool": "resmm"}  # the demo image probe named today's ResN
 
 
 def alone_table() -> list[str]:
-    lines = ["| modality | encoder | demo (seeds 0, 1) | stamps (seeds 0, 1) | params (stamps) |", "|---|---|---|---|---|"]
+    lines = ["| modality | encoder | demo (seeds 0, 1) | stamps (seeds 0, 1) | params (stamps) |",
+             "|---|---|---|---|---|"]
     for modality, order in PROBE_ORDER.items():
         cells: dict[str, dict[str, str]] = {}
         params: dict[str, int] = {}

@@ -27,7 +27,8 @@ GCS_PROBE_TIMEOUT_S = 5.0
 REFUSED = ("the Ray cluster at {address} refused this client: it needs the cluster's token, which is missing or "
            "wrong here. Set RAY_AUTH_TOKEN to what `ray get-auth-token` prints on the head (or RAY_AUTH_TOKEN_PATH "
            "to its file), with RAY_AUTH_MODE=token")
-_TOKEN_CHECK = "import sys; from ray._raylet import GcsClient; GcsClient(address=sys.argv[1]).internal_kv_get(b'x', None)"
+_TOKEN_CHECK = ("import sys; from ray._raylet import GcsClient; "
+                "GcsClient(address=sys.argv[1]).internal_kv_get(b'x', None)")
 
 
 def init_cluster(address: str, options: dict):

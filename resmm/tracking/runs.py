@@ -133,8 +133,8 @@ def close_orphaned_runs(client: MlflowClient, experiment_id: str) -> list[str]:
         last_beat = run.data.tags.get(HEARTBEAT_TAG)
         if last_beat is None or now - float(last_beat) < ORPHAN_AFTER_S:
             continue
-        client.set_tag(run.info.run_id, END_REASON_TAG,
-                       f"driver lost: no heartbeat since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(float(last_beat)))}")
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(last_beat)))
+        client.set_tag(run.info.run_id, END_REASON_TAG, f"driver lost: no heartbeat since {since}")
         client.set_terminated(run.info.run_id, status="KILLED")
         closed.append(run.info.run_id)
     return closed
@@ -274,7 +274,8 @@ def tracked_run(tracking_uri: str, experiment: str, run_name: str | None, params
     it raises, interrupts included. While it is open, a daemon thread beats every HEARTBEAT_EVERY_S."""
     run_id, run_name = start_run(tracking_uri, experiment, run_name, params, tags, key)
     stop = threading.Event()
-    beating = threading.Thread(target=_beat_until, args=(tracking_uri, run_id, stop), daemon=True, name="resmm-heartbeat")
+    beating = threading.Thread(target=_beat_until, args=(tracking_uri, run_id, stop), daemon=True,
+                               name="resmm-heartbeat")
     beating.start()
     try:
         yield TrackedRun(tracking_uri, run_id, run_name)
