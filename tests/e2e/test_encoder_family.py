@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.e2e.conftest import BIN, free_port, running_service, service_env, submit_job
-from tests.e2e.test_serving import post, request_rows
+from tests.e2e.conftest import submit_job
+from tests.e2e.test_serving import predictions_of, request_rows, serving
 from tests.towers import write_tiny_bert, write_tiny_vit
 
 pytestmark = pytest.mark.e2e
@@ -39,12 +39,8 @@ def towers_run(ray_head, mlflow_server, demo_slice, tmp_path_factory):
 @pytest.fixture(scope="module")
 def served_towers(towers_run, mlflow_server, tmp_path_factory):
     summary, _, _ = towers_run
-    url = f"http://127.0.0.1:{free_port()}"
-    args = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}/{summary['model_version']}",
-            "--env-manager", "local", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]]
-    log_path = tmp_path_factory.mktemp("serve-towers") / "serve.log"
-    with running_service(args, log_path, f"{url}/ping", service_env(MLFLOW_TRACKING_URI=mlflow_server,
-                                                                    HF_HUB_OFFLINE="1"), timeout_s=180):
+    with serving(f"models:/{MODEL}/{summary['model_version']}", mlflow_server, tmp_path_factory.mktemp("serve-towers"),
+                 HF_HUB_OFFLINE="1") as url:
         yield url
 
 
@@ -76,12 +72,7 @@ def test_rest_serves_the_towers_with_an_imputation_uncertainty_per_row(served_to
     rows[1]["image"] = None
     rows[2]["text"] = None
     rows[3] = {**rows[1], "sample_id": "row-1-without-audio", "audio": None}
-    status, body = post(served_towers, {"dataframe_records": rows})
-    assert status == 200, body
-    predictions = body["predictions"]
-    assert len(predictions) == len(rows)
-    for prediction in predictions:
-        assert abs(sum(prediction[f"prob_{c}"] for c in summary["classes"]) - 1.0) < 1e-4
+    predictions = predictions_of(served_towers, rows, summary["classes"])
     uncertainty = [p["imputation_uncertainty"] for p in predictions]
     assert uncertainty[0] == 0 and uncertainty[4] == 0 and uncertainty[5] == 0  # complete rows impute nothing
     assert all(u > 0 for u in uncertainty[1:4])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import urllib.error
 import urllib.request
@@ -14,15 +15,23 @@ from tests.e2e.conftest import BIN, free_port, running_service, service_env
 pytestmark = pytest.mark.e2e
 
 
+@contextlib.contextmanager
+def serving(model_uri: str, mlflow_server: str, log_dir, **env):
+    """`mlflow models serve` on a registered version, in this environment; yields its URL."""
+    url = f"http://127.0.0.1:{free_port()}"
+    args = [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local", "--host",
+            "127.0.0.1", "--port", url.rsplit(":", 1)[1]]
+    with running_service(args, log_dir / "serve.log", f"{url}/ping",
+                         service_env(MLFLOW_TRACKING_URI=mlflow_server, **env), timeout_s=180):
+        yield url
+
+
 @pytest.fixture(scope="module")
 def served(submitted_run, mlflow_server, tmp_path_factory):
-    """`mlflow models serve` on the e2e job's registered version, in this environment; yields its URL."""
+    """The e2e job's registered version behind `mlflow models serve`; yields its URL."""
     summary, _ = submitted_run
-    url = f"http://127.0.0.1:{free_port()}"
-    args = [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/resmm-e2e/{summary['model_version']}",
-            "--env-manager", "local", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1]]
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    with running_service(args, log_path, f"{url}/ping", service_env(MLFLOW_TRACKING_URI=mlflow_server), timeout_s=180):
+    with serving(f"models:/resmm-e2e/{summary['model_version']}", mlflow_server,
+                 tmp_path_factory.mktemp("serve")) as url:
         yield url
 
 
@@ -34,6 +43,17 @@ def post(url: str, payload: dict) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def predictions_of(url: str, rows: list[dict], classes: list[str]) -> list[dict]:
+    """POST `rows`; asserts HTTP 200 and one prediction per row whose class probabilities sum to 1."""
+    status, body = post(url, {"dataframe_records": rows})
+    assert status == 200, body
+    predictions = body["predictions"]
+    assert len(predictions) == len(rows)
+    for prediction in predictions:
+        assert abs(sum(prediction[f"prob_{c}"] for c in classes) - 1.0) < 1e-4
+    return predictions
 
 
 def request_rows(demo_slice, count: int) -> list[dict]:
@@ -53,12 +73,8 @@ def test_rest_rows_lacking_modalities_get_one_prediction_each(served, submitted_
     rows[5].update(text=None, audio=None)
     del rows[6]["image"], rows[6]["audio"]  # keys left out
     rows[7]["image"] = base64.b64encode(b"\x89PNG\r\n\x1a\n truncated").decode()  # corrupt image
-    status, body = post(served, {"dataframe_records": rows})
-    assert status == 200, body
-    predictions = body["predictions"]
-    assert len(predictions) == len(rows)
+    predictions = predictions_of(served, rows, summary["classes"])
     for prediction in predictions:
-        assert abs(sum(prediction[f"prob_{c}"] for c in summary["classes"]) - 1.0) < 1e-4
         assert prediction["predicted_label"] in summary["classes"]
     assert [p["unreadable_modalities"] for p in predictions] == [""] * 7 + ["image"]
 
