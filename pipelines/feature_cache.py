@@ -126,6 +126,8 @@ def unpack_entries(table: pa.Table, *, spec: PreprocessSpec, layout: Layout, qua
         out[m] = column_array(table.column(m), *layout.shapes[m])
         out[f"{m}_present"] = ((pattern >> bit) & 1).astype(np.float32)
     out["label"] = BatchPreprocessor(spec).label_indices(table.column("label").to_pylist())
+    if ROW_HASH in table.column_names:  # the training feed draws a row's copies from its id
+        out["row_id"] = table.column(ROW_HASH).to_numpy().view(np.int64)
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -138,11 +139,19 @@ def row_parts(table: pa.Table, rows: int):
         yield table.slice(start, rows)
 
 
+def row_ids_of(sample_ids: pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit id per row from its sample_id (blake2b): the training feed draws a row's copies from it."""
+    digests = b"".join(hashlib.blake2b(str(v).encode(), digest_size=8).digest() for v in sample_ids.to_pylist())
+    return np.frombuffer(digests, dtype=np.int64)
+
+
 def preprocess_block(table: pa.Table, spec: PreprocessSpec, batch_rows: int):
     """map_batches stage over whole read blocks (see row_parts): decode `batch_rows` rows at a time."""
     preprocess = BatchPreprocessor(spec)
     for part in row_parts(table, batch_rows):
-        yield preprocess({name: part.column(name) for name in part.column_names})
+        out = preprocess({name: part.column(name) for name in part.column_names})
+        out["row_id"] = row_ids_of(part.column("sample_id"))
+        yield out
 
 
 def build_split(

@@ -430,5 +430,6 @@ def summarise(data: PreparedData, run: TrackedRun, trained: Trained, started: fl
         train_time_s=round(train_seconds, 2),
         throughput_samples_per_s=round(rows_seen / max(train_seconds, 1e-9), 2),
         heads={k.removeprefix("val_head_"): v for k, v in trained.best.items() if k.startswith("val_head_")},
-        data_profile=data.profile.as_summary(), fed_class_counts=worker.get("fed_class_counts", {}), **results,
+        data_profile=data.profile.as_summary(), fed_class_counts=worker.get("fed_class_counts", {}),
+        resumed_within_epoch=worker.get("resumed_within_epoch", {}), **results,
     ).as_dict()

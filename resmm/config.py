@@ -224,6 +224,10 @@ class TrainConfig(_Section):
     # Ray node labels for the training workers (e.g. {resmm.io/role: train} for a GPU worker group).
     worker_label_selector: dict[str, str] | None = None
     max_failures: int = Field(2, ge=-1)  # worker-group restarts from the last checkpoint (-1 = unlimited)
+    # Checkpoints inside an epoch as well as at its end, at least this often (a resumed epoch skips the rows it
+    # already trained: resmm/train/position.py); None = epoch ends only. Steps count per worker.
+    checkpoint_every_minutes: float | None = Field(10.0, gt=0.0)
+    checkpoint_every_steps: int | None = Field(None, ge=1)
     storage_path: str = "resmm_runs"  # Ray Train checkpoints and the quarantine file; local dir or URL
     # Ray Train run name; None = derived from the config and the data (resmm/tracking/runs.py run_key), so that
     # resubmitting the same job after its driver was lost resumes its checkpoint and its MLflow run.

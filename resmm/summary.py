@@ -43,6 +43,8 @@ class TrainingSummary:
     retrieval: dict = field(default_factory=dict)
     cache: dict = field(default_factory=dict)  # the decoded-feature cache: rows decoded, rows cached, where, bytes
     predictor: dict = field(default_factory=dict)  # the chosen final predictor and every candidate's validation score
+    # Set when training resumed inside an epoch: that epoch (from 1) and the rows it had already trained.
+    resumed_within_epoch: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -82,6 +84,10 @@ def format_table(summary: dict) -> str:
                                       f"{cache['bytes'] / 2**20:.1f} MiB at {cache['location']}"))
     if "restarts" in summary:
         rows.append(("worker-group restarts", summary["restarts"]))
+    resumed = summary.get("resumed_within_epoch") or {}
+    if resumed:
+        rows.append(("resumed within an epoch", f"epoch {resumed['epoch']}, after {resumed['trained_rows']} rows "
+                                                "(none trained twice)"))
     if summary.get("fed_class_counts"):
         rows.append(("fed per class (last epoch)", " ".join(f"{k}:{v}" for k, v in summary["fed_class_counts"].items())))
     width = max(len(k) for k, _ in rows)

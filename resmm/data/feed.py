@@ -1,5 +1,6 @@
 """What the training worker feeds the model each epoch: the streamed rows resampled per class (Poisson copies),
-then augmented, then ModDrop; every draw comes from the epoch's generator, so a rerun feeds the same batches."""
+then augmented, then ModDrop. A row's copies follow from its id and the epoch's seed (`row_id`, which both
+training streams carry); the order of the copies, augmentation and ModDrop come from the epoch's generator."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,7 @@ import torch
 
 from resmm.data.augment import augment_batch
 from resmm.data.cache import expand_batch
-from resmm.data.resample import resample_rows, sampling_rates, target_shares
+from resmm.data.resample import drawn_copies, resample_rows, sampling_rates, target_shares
 
 
 def epoch_rates(data_cfg, classes, class_counts: list[int], rows: int, epoch: int,
@@ -32,13 +33,18 @@ PULL_ROWS = 512
 
 
 def fed_batches(shard, batch_size: int, device, rates: torch.Tensor | None, unlabeled_rate: float,
-                generator: torch.Generator, shuffle_seed: int, prefetch_batches: int = 1, spec=None):
+                generator: torch.Generator, shuffle_seed: int, prefetch_batches: int = 1, spec=None,
+                copies_seed: int = 0, trained_before=None, on_drawn=None):
     """One pass over the worker's shard as full batches of `batch_size` rows (a last partial batch is dropped);
     with `rates`, each streamed row is fed k ~ Poisson(rate[label]) times (see resmm.data.resample).
 
     Rows stream: at most one pulled chunk (PULL_ROWS, or one batch if larger) is buffered; `prefetch_batches`
     batches' worth of rows are fetched ahead. With `spec`, cached compact features are widened to model inputs on
-    `device` as they arrive (resmm.data.cache.expand_batch)."""
+    `device` as they arrive (resmm.data.cache.expand_batch).
+
+    Rows with a `row_id` draw their copies from it and `copies_seed` (the same on every worker); then
+    `trained_before(row_ids)` (copies already trained in this epoch, before a restart) are left out, and
+    `on_drawn(row_ids, copies)` sees every streamed row's draw."""
     pull = max(batch_size, PULL_ROWS // batch_size * batch_size)
     chunks = shard.iter_torch_batches(
         batch_size=pull, device=device, local_shuffle_buffer_size=2 * pull, local_shuffle_seed=shuffle_seed,
@@ -48,9 +54,9 @@ def fed_batches(shard, batch_size: int, device, rates: torch.Tensor | None, unla
     for chunk in chunks:
         if spec is not None:
             chunk = expand_batch(chunk, spec)
-        if rates is not None:
-            index = resample_rows(chunk["label"].cpu(), rates, unlabeled_rate, generator).to(chunk["label"].device)
-            chunk = {k: v[index] for k, v in chunk.items()}
+        index = fed_index(chunk, rates, unlabeled_rate, generator, copies_seed, trained_before, on_drawn)
+        if index is not None:
+            chunk = {k: v[index.to(v.device)] for k, v in chunk.items()}
         if pending is not None and len(pending["label"]):  # a partial batch left from the last chunk
             chunk = {k: torch.cat([pending[k], chunk[k]]) for k in chunk}
         pending = chunk
@@ -59,6 +65,23 @@ def fed_batches(shard, batch_size: int, device, rates: torch.Tensor | None, unla
             yield {k: v[start: start + batch_size] for k, v in pending.items()}
             start += batch_size
         pending = {k: v[start:] for k, v in pending.items()}
+
+
+def fed_index(chunk: dict, rates, unlabeled_rate: float, generator: torch.Generator, copies_seed: int,
+              trained_before, on_drawn) -> torch.Tensor | None:
+    """Row indices of the chunk to feed, each row repeated by its copies and shuffled (None: every row once,
+    as streamed)."""
+    if "row_id" not in chunk:  # a stream without ids (benchmark feeds): copies from the generator
+        return None if rates is None else resample_rows(chunk["label"].cpu(), rates, unlabeled_rate, generator)
+    if rates is None and trained_before is None and on_drawn is None:
+        return None
+    copies = drawn_copies(chunk["row_id"], chunk["label"], rates, unlabeled_rate, copies_seed)
+    if on_drawn is not None:
+        on_drawn(chunk["row_id"], copies)
+    if trained_before is not None:
+        copies = (copies - trained_before(chunk["row_id"])).clamp(min=0)
+    index = torch.repeat_interleave(torch.arange(len(copies)), copies)
+    return index[torch.randperm(len(index), generator=generator)]
 
 
 def transform_fed_batch(batch: dict, modalities, augment: bool, modality_dropout: float,

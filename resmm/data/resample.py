@@ -11,11 +11,16 @@ nothing is materialised.
 - `progressive`: share ∝ n_c^(1 - t), t = epoch / (epochs - 1): instance-balanced to class-balanced
   (Kang et al. 2020, "Decoupling Representation and Classifier").
 - explicit `data.class_weights`: share ∝ n_c · w_c.
+
+On the training feed a row's copies are a function of its identity and the epoch's seed (`drawn_copies`), not of
+its place in the stream: a resumed epoch draws every row's copies exactly as the interrupted one did, so rows
+trained before a mid-epoch checkpoint can be subtracted (resmm/train/position.py).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.stats import poisson
 
 def _instance_shares(counts: np.ndarray, t: float) -> np.ndarray:
     return counts.copy()
@@ -62,3 +67,26 @@ def resample_rows(labels: torch.Tensor, rates: torch.Tensor, unlabeled_rate: flo
     copies = torch.poisson(row_rates.float().cpu(), generator=generator).long()
     index = torch.repeat_interleave(torch.arange(len(labels)), copies)
     return index[torch.randperm(len(index), generator=generator)]
+
+
+def uniform_of(row_ids: np.ndarray, seed: int) -> np.ndarray:
+    """One U[0, 1) per row from its 64-bit id and the seed (SplitMix64's finaliser): the same row and seed
+    always give the same number, whichever worker streams it and in whatever order."""
+    with np.errstate(over="ignore"):
+        z = row_ids.astype(np.uint64) ^ np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+
+
+def drawn_copies(row_ids: torch.Tensor, labels: torch.Tensor, rates: torch.Tensor | None, unlabeled_rate: float,
+                 seed: int) -> torch.Tensor:
+    """Copies of each row to feed this epoch: k ~ Poisson(rate[label]) drawn by inverting the CDF at the row's
+    own uniform (`uniform_of`); 1 each when `rates` is None (every row once)."""
+    if rates is None:
+        return torch.ones(len(labels), dtype=torch.long)
+    labels = labels.cpu()
+    row_rates = torch.where(labels >= 0, rates[labels.clamp(min=0)], torch.full_like(rates[:1], unlabeled_rate))
+    copies = poisson.ppf(uniform_of(row_ids.cpu().numpy(), seed), row_rates.double().numpy())
+    return torch.from_numpy(np.nan_to_num(copies, nan=0.0)).long().clamp(min=0)  # rate 0 gives nan: no copy

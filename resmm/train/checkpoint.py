@@ -1,5 +1,6 @@
 """Checkpoint I/O of the training loop: one directory per epoch with the state (weights, optimizer, budget,
-schedule) and that epoch's metrics, which the driver reads back to pick the best epoch."""
+schedule) and that epoch's metrics, which the driver reads back to pick the best epoch; a mid-epoch checkpoint
+adds the epoch's position and has no score."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import torch
 
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.json"
+SELECTION_METRIC = "val_balanced_accuracy"  # what Ray keeps checkpoints by, and the driver registers the best of
 
 
 def save_checkpoint(model, optimizer, epoch: int, metrics: dict, schedule: dict) -> ray.train.Checkpoint:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,11 +12,13 @@ from ray.train.torch import TorchTrainer
 
 from resmm.config import Config
 from resmm.data.batch import PreprocessSpec
-from resmm.train.checkpoint import METRICS_FILE
+from resmm.train.checkpoint import METRICS_FILE, SELECTION_METRIC
 from resmm.train.loop import train_loop_per_worker
 from resmm.train.progress import drawn, start_board
 
-SELECTION_METRIC = "val_balanced_accuracy"
+# $RESMM_FED_ROWS_DIR: where the workers write every row's drawn and trained copies per epoch (an audit; the
+# mid-epoch resume tests read it). Read on the driver, so that it reaches workers on any node.
+FED_ROWS_DIR_ENV = "RESMM_FED_ROWS_DIR"
 
 
 @dataclass
@@ -57,9 +60,10 @@ def configure_execution(options, cfg: Config):
 def best_checkpoint(kept: list) -> object | None:
     """The kept checkpoint with the highest score, the latest epoch among equal scores: Ray keeps the latest of
     tied checkpoints (and its get_best_checkpoint would return the earliest kept), and the budget's stop reason
-    names the latest, so the registered epoch is the one the console names."""
+    names the latest, so the registered epoch is the one the console names. Mid-epoch checkpoints are never
+    candidates: they have no validation score."""
     scored = [(metrics.get(SELECTION_METRIC), metrics.get("epoch", -1), checkpoint) for checkpoint, metrics in kept
-              if metrics.get(SELECTION_METRIC) is not None]
+              if metrics.get(SELECTION_METRIC) is not None and not metrics.get("within_epoch")]
     return max(scored, key=lambda entry: entry[:2])[2] if scored else None
 
 
@@ -87,6 +91,7 @@ def fit(
             "train_rows": train_rows,
             "initial_weights": initial_weights,
             "progress_board": board,
+            "fed_rows_dir": os.environ.get(FED_ROWS_DIR_ENV),
         },
         scaling_config=ScalingConfig(
             num_workers=cfg.train.num_workers,

@@ -1,16 +1,20 @@
 """`train_loop_per_worker`: DDP training on one Ray Train worker, validation and a checkpoint every epoch.
 
 The recipe's shape (as torchtune's): `setup` builds the worker's state (model, optimizer, budget, restored from a
-checkpoint when one exists), then each epoch is `train_one_epoch`, `validate` on rank 0, and a checkpoint."""
+checkpoint when one exists), then each epoch is `train_one_epoch`, `validate` on rank 0, and a checkpoint.
+Checkpoints are also taken inside an epoch (`train.checkpoint_every_minutes` / `_steps`) with the epoch's position
+(resmm/train/position.py), and a restart resumes from there."""
 from __future__ import annotations
 
 import contextlib
 import math
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import ray.train
 import ray.train.torch
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -26,7 +30,8 @@ from resmm.train.objectives import total_loss
 from resmm.train.predictor_choice import ValidationOutputs
 from resmm.train.metrics import classification_metrics
 from resmm.train.progress import EpochReporter
-from resmm.train.checkpoint import load_state, save_checkpoint, unwrap
+from resmm.train.checkpoint import SELECTION_METRIC, load_state, save_checkpoint, unwrap
+from resmm.train.position import EpochPosition, RowTally
 from resmm.tracking import runs
 
 SYSTEM_METRICS_INTERVAL_S = 5
@@ -137,6 +142,10 @@ class WorkerState:
     reporter: EpochReporter | None = None  # the current epoch's progress line (rank 0 draws it)
     epoch_seconds: float = 0.0
     ema: AveragedModel | None = None  # rank 0's moving average of the weights (train.ema_decay), when on
+    position: EpochPosition | None = None  # the epoch a mid-epoch checkpoint interrupted, until it is resumed
+    resumed_within_epoch: dict = field(default_factory=dict)
+    last_checkpoint_at: float = field(default_factory=time.monotonic)
+    steps_since_checkpoint: int = 0
 
     @property
     def evaluated_model(self) -> torch.nn.Module:
@@ -147,6 +156,13 @@ class WorkerState:
     def board(self):
         """The driver's console, rank 0 only (None elsewhere or when there is no console)."""
         return self.loop_config.get("progress_board") if self.rank == 0 else None
+
+    def checkpoint_due(self) -> bool:
+        """Whether this worker's clock or step count calls for a mid-epoch checkpoint after the next step."""
+        train = self.cfg.train
+        return bool((train.checkpoint_every_steps and self.steps_since_checkpoint + 1 >= train.checkpoint_every_steps)
+                    or (train.checkpoint_every_minutes
+                        and time.monotonic() - self.last_checkpoint_at >= 60 * train.checkpoint_every_minutes))
 
     def objective(self, output, batch):
         return total_loss(output, batch, self.fused_loss, self.cfg.train.aux_loss_weight,
@@ -206,9 +222,14 @@ def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel:
 
 
 def restore(state: WorkerState, restored: dict) -> None:
-    """Continue after the checkpoint's epoch with its optimizer, budget and schedule."""
+    """Continue after the checkpoint's epoch (or inside it, from a mid-epoch checkpoint) with its optimizer, budget
+    and schedule."""
     state.optimizer.load_state_dict(restored["optimizer"])
     state.start_epoch = restored["epoch"] + 1
+    if restored.get("position"):
+        state.position = EpochPosition.from_state(restored["position"])
+        state.start_epoch = state.position.epoch
+        state.resumed_within_epoch = {"epoch": state.position.epoch + 1, "trained_rows": state.position.rows}
     if state.ema is not None and restored.get("ema"):
         state.ema.load_state_dict(restored["ema"])
     if restored.get("budget"):
@@ -246,11 +267,72 @@ def train_on_worker(loop_config: dict, context) -> dict:
         "epochs_run": epoch + 1 if state.start_epoch < state.budget.epoch_cap else state.start_epoch,
         "stop_reason": state.stop_reason or "resumed after the last epoch",
         "fed_class_counts": {c: int(n) for c, n in zip(state.spec.classes, state.fed_counts.tolist())},
+        "resumed_within_epoch": state.resumed_within_epoch,
     }
 
 
+def lockstep(batches, device, due):
+    """(batch, checkpoint now) pairs. While every worker still has a batch, the workers agree before each step,
+    in one all-reduce of two numbers, that all of them go on and whether any is due a checkpoint, so a mid-epoch
+    checkpoint (a Ray Train report: a barrier) happens at the same step everywhere. Once a worker is out of rows,
+    the others feed their last batches under DDP's Join, without checkpoints."""
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    together = True
+    for batch in batches:
+        checkpoint_now = due()
+        if together and distributed:
+            flags = torch.tensor([1, -int(checkpoint_now)], dtype=torch.int64, device=device)
+            dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+            together, checkpoint_now = bool(flags[0] == 1), bool(flags[1] < 0)
+        yield batch, checkpoint_now and together
+    if together and distributed:  # tell the others, waiting in the all-reduce of their next step
+        dist.all_reduce(torch.zeros(2, dtype=torch.int64, device=device), op=dist.ReduceOp.MIN)
+
+
+@dataclass
+class EpochSums:
+    """This worker's running sums over an epoch; rank 0's start from a resumed position's (all workers')."""
+
+    classes: int
+    rows: float = 0.0
+    loss: float = 0.0
+    batches: float = 0.0
+    steps: int = 0  # lockstep steps, the same on every worker (the warm-up counts them)
+    components: dict = field(default_factory=dict)
+    fed: torch.Tensor | None = None
+
+    def __post_init__(self):
+        self.fed = torch.zeros(self.classes, dtype=torch.float64) if self.fed is None else self.fed
+
+    @classmethod
+    def resumed(cls, classes: int, position: EpochPosition | None, rank: int) -> "EpochSums":
+        if position is None:
+            return cls(classes)
+        saved = position.sums
+        if rank != 0:
+            return cls(classes, steps=saved["steps"])
+        return cls(classes, saved["rows"], saved["loss"], saved["batches"], saved["steps"], dict(saved["components"]),
+                   torch.tensor(saved["fed"], dtype=torch.float64))
+
+    def add(self, labels: torch.Tensor, loss: float, parts: dict) -> None:
+        for name, value in parts.items():
+            self.components[name] = self.components.get(name, 0.0) + float(value)
+        self.fed += torch.bincount(labels[labels >= 0], minlength=self.classes).double()
+        self.rows, self.loss, self.batches, self.steps = (self.rows + len(labels), self.loss + loss,
+                                                          self.batches + 1, self.steps + 1)
+
+    def totals(self, device: torch.device) -> dict:
+        """Every worker's sums together (an all-reduce)."""
+        names = sorted(self.components)
+        values = _global_sum([self.rows, self.loss, self.batches, *(self.components[n] for n in names)],
+                             device).tolist()
+        return {"rows": values[0], "loss": values[1], "batches": values[2], "steps": self.steps,
+                "components": dict(zip(names, values[3:])), "fed": _global_sum(self.fed, device).cpu().tolist()}
+
+
 def train_one_epoch(state: WorkerState, epoch: int, shard) -> dict:
-    """One pass over this worker's shard; returns the epoch's training metrics summed over every worker."""
+    """One pass over this worker's shard (or what is left of it after a mid-epoch checkpoint); returns the epoch's
+    training metrics summed over every worker."""
     cfg, spec = state.cfg, state.spec
     if not state.budget.until_converged:
         for group in state.optimizer.param_groups:
@@ -260,47 +342,93 @@ def train_one_epoch(state: WorkerState, epoch: int, shard) -> dict:
     generator = torch.Generator().manual_seed(draw_seed)
     rates, unlabeled_rate = epoch_rates(cfg.data, spec.classes, state.loop_config["class_counts"],
                                         state.loop_config["train_rows"], epoch, state.budget.epoch_cap)
-    batch_size = cfg.train.worker_batch_rows()
+    position = state.position if state.position is not None and state.position.epoch == epoch else None
+    state.position = None
+    sums = EpochSums.resumed(len(spec.classes), position, state.rank)
+    trained, drawn = RowTally(), RowTally() if state.loop_config.get("fed_rows_dir") else None
+    if position is not None and state.rank == 0:  # counted once, by rank 0, in every later gather
+        trained.add(torch.from_numpy(position.row_ids), torch.from_numpy(position.copies))
     state.model.train()
     started = time.perf_counter()
-    loss_sum, batches, rows, components = 0.0, 0, 0, {}
-    fed = torch.zeros(len(spec.classes), dtype=torch.float64)
     reporter = EpochReporter(state.board, epoch, state.budget.epoch_label(epoch),
                              cfg.data.epoch_rows or state.loop_config["train_rows"])
+    feed = fed_batches(shard, cfg.train.worker_batch_rows(), state.device, rates, unlabeled_rate, generator,
+                       draw_seed, cfg.data.prefetch_batches, spec=spec,
+                       copies_seed=cfg.train.seed * 1_000_003 + epoch * 1009,  # the same on every rank
+                       trained_before=position.trained_copies if position is not None else None,
+                       on_drawn=drawn.add if drawn is not None else None)
     with uneven_inputs(state.model):
-        for batch in fed_batches(shard, batch_size, state.device, rates, unlabeled_rate, generator, draw_seed,
-                                 cfg.data.prefetch_batches, spec=spec):
+        for batch, checkpoint_now in lockstep(feed, state.device, state.checkpoint_due):
             batch = transform_fed_batch(batch, spec.modalities, cfg.data.augment, cfg.train.modality_dropout,
                                         generator)
-            if state.warmup_steps and epoch == 0 and batches <= state.warmup_steps:
+            if state.warmup_steps and epoch == 0 and sums.steps <= state.warmup_steps:
                 for group in state.optimizer.param_groups:
-                    group["lr"] = cfg.train.lr * warmup_factor(batches, state.warmup_steps)
+                    group["lr"] = cfg.train.lr * warmup_factor(sums.steps, state.warmup_steps)
             loss, parts = train_step(state.model, batch, state.optimizer, state.scaler, state.precision,
                                      state.objective)
             if state.ema is not None:
                 state.ema.update_parameters(unwrap(state.model))
-            for name, value in parts.items():
-                components[name] = components.get(name, 0.0) + float(value)
-            labels = batch["label"].cpu()
-            fed += torch.bincount(labels[labels >= 0], minlength=len(spec.classes)).double()
-            loss_sum, batches, rows = loss_sum + loss.item(), batches + 1, rows + len(labels)
-            reporter.update(rows * state.world, loss_sum / batches)  # rank 0's rows stand for every rank's
+            if "row_id" in batch:
+                trained.add(batch["row_id"])
+            sums.add(batch["label"].cpu(), loss.item(), parts)
+            state.steps_since_checkpoint += 1
+            reporter.update(int(sums.rows) * state.world, sums.loss / max(1.0, sums.batches))
+            if checkpoint_now:
+                checkpoint_within_epoch(state, epoch, trained, sums)
     seconds = time.perf_counter() - started
-    names = sorted(components)
-    totals = _global_sum([float(rows), loss_sum, float(batches), *(components[n] for n in names)],
-                         state.device).tolist()
-    state.fed_counts = _global_sum(fed, state.device).cpu()
-    state.rows_seen += totals[0]
+    totals = sums.totals(state.device)
+    if drawn is not None:
+        record_fed_rows(state, epoch, trained, drawn)
+    state.fed_counts = torch.tensor(totals["fed"], dtype=torch.float64)
+    fresh_rows = totals["rows"] - (position.sums["rows"] if position is not None else 0.0)  # this attempt's
+    state.rows_seen += fresh_rows
     state.train_seconds += seconds
-    reporter.update(int(totals[0]), totals[1] / max(1.0, totals[2]), force=True)
+    batches = max(1.0, totals["batches"])
+    reporter.update(int(totals["rows"]), totals["loss"] / batches, force=True)
     state.reporter, state.epoch_seconds = reporter, seconds
     return {
         "epoch": epoch,
-        "train_loss": totals[1] / max(1.0, totals[2]),
-        "train_rows": int(totals[0]),
-        "train_samples_per_s": totals[0] / max(seconds, 1e-9),
-        **{f"train_{n}": total / max(1.0, totals[2]) for n, total in zip(names, totals[3:])},
+        "train_loss": totals["loss"] / batches,
+        "train_rows": int(totals["rows"]),
+        "train_samples_per_s": fresh_rows / max(seconds, 1e-9),
+        **{f"train_{n}": total / batches for n, total in totals["components"].items()},
     }
+
+
+def checkpoint_within_epoch(state: WorkerState, epoch: int, trained: RowTally, sums: EpochSums) -> None:
+    """Every worker: gather the rows trained so far and the epoch's sums; rank 0 writes them with the weights.
+    The checkpoint scores NaN, so Ray keeps it only while it is the latest, and the driver never registers it."""
+    row_ids, copies = trained.gathered()
+    position = EpochPosition(epoch, row_ids, copies, sums.totals(state.device))
+    metrics = {"epoch": epoch, "within_epoch": True, "trained_rows": position.rows, SELECTION_METRIC: float("nan")}
+    checkpoint = write_checkpoint(state, epoch, metrics, position) if state.rank == 0 else None
+    ray.train.report(metrics, checkpoint=checkpoint)
+    state.last_checkpoint_at, state.steps_since_checkpoint = time.monotonic(), 0
+
+
+def write_checkpoint(state: WorkerState, epoch: int, metrics: dict, position: EpochPosition | None = None):
+    """Rank 0's checkpoint: the evaluated weights, optimizer, budget and schedule (the trained weights and the
+    average too, when averaging), and a mid-epoch position when there is one."""
+    averaged = ({"trained_model": unwrap(state.model).state_dict(), "ema": state.ema.state_dict()}
+                if state.ema is not None else {})
+    extra = {"position": position.state_dict()} if position is not None else {}
+    return save_checkpoint(state.evaluated_model, state.optimizer, epoch, metrics,
+                           {"budget": state.budget.state_dict(), "plateau": state.plateau.state_dict(),
+                            **averaged, **extra})
+
+
+def record_fed_rows(state: WorkerState, epoch: int, trained: RowTally, drawn: RowTally) -> None:
+    """Audit (the loop config's `fed_rows_dir`, from $RESMM_FED_ROWS_DIR): every row's drawn and trained copies in
+    this epoch, all workers together, as `epoch-<n>.npz` (n from 1); a resumed epoch's file counts the copies
+    trained before the restart too."""
+    trained_ids, trained_copies = trained.gathered()
+    drawn_ids, drawn_copies = drawn.gathered()
+    if state.rank == 0:
+        directory = Path(state.loop_config["fed_rows_dir"])
+        directory.mkdir(parents=True, exist_ok=True)
+        np.savez(directory / f"epoch-{epoch + 1}.npz", trained_ids=trained_ids, trained_copies=trained_copies,
+                 drawn_ids=drawn_ids, drawn_copies=drawn_copies, batch_rows=state.cfg.train.worker_batch_rows(),
+                 workers=state.world)
 
 
 def validate(state: WorkerState, val_data) -> dict:
@@ -331,11 +459,6 @@ def end_epoch(state: WorkerState, epoch: int, metrics: dict) -> None:
     state.stop_reason = state.budget.stop_reason(epoch, score, time.perf_counter() - state.started)
     if state.budget.until_converged:
         state.plateau.step(score)
-    checkpoint = None
-    if state.rank == 0:
-        averaged = ({"trained_model": unwrap(state.model).state_dict(), "ema": state.ema.state_dict()}
-                    if state.ema is not None else {})
-        checkpoint = save_checkpoint(state.evaluated_model, state.optimizer, epoch, metrics,
-                                     {"budget": state.budget.state_dict(), "plateau": state.plateau.state_dict(),
-                                      **averaged})
+    checkpoint = write_checkpoint(state, epoch, metrics) if state.rank == 0 else None
     ray.train.report({k: v for k, v in metrics.items() if not isinstance(v, list)}, checkpoint=checkpoint)
+    state.last_checkpoint_at, state.steps_since_checkpoint = time.monotonic(), 0

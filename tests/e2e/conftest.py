@@ -205,3 +205,39 @@ def s3_endpoint(tmp_path_factory):
     with running_service(args, tmp_path_factory.mktemp("moto") / "moto.log", f"{url}/moto-api/", timeout_s=60,
                          ok_codes=(200, 404)):
         yield url
+
+
+def checkpoint_within_epoch(runs_dir: Path, proc: subprocess.Popen, after_epoch: int, timeout_s: float = 600) -> dict:
+    """Wait for a mid-epoch checkpoint of an epoch after `after_epoch` (counted from 0) under any run of
+    `runs_dir`, and return its metrics."""
+    import json
+
+    deadline = time.time() + timeout_s
+    while True:
+        for metrics_file in runs_dir.glob("*/checkpoint_*/metrics.json"):
+            try:
+                metrics = json.loads(metrics_file.read_text())
+            except (OSError, ValueError):  # being copied in
+                continue
+            if metrics.get("within_epoch") and metrics["epoch"] > after_epoch:
+                return metrics
+        assert proc.poll() is None, "the job ended before a mid-epoch checkpoint"
+        assert time.time() < deadline, "no mid-epoch checkpoint appeared"
+        time.sleep(0.2)
+
+
+def assert_each_row_fed_once_per_epoch(fed_dir: Path, summary: dict) -> None:
+    """Every epoch's audit ($RESMM_FED_ROWS_DIR): no row trained more copies than the epoch drew for it (0 rows
+    trained twice, a resumed epoch included), and none left out but the workers' dropped last partial batches."""
+    import numpy as np
+
+    for epoch in range(1, summary["epochs"] + 1):
+        fed = np.load(fed_dir / f"epoch-{epoch}.npz")
+        drawn = dict(zip(fed["drawn_ids"].tolist(), fed["drawn_copies"].tolist()))
+        trained = dict(zip(fed["trained_ids"].tolist(), fed["trained_copies"].tolist()))
+        # every training row was streamed (an equal split across workers leaves out fewer rows than workers)
+        assert 0 <= summary["data_profile"]["rows"] - len(drawn) < int(fed["workers"])
+        twice = sum(max(0, copies - drawn.get(row, 0)) for row, copies in trained.items())
+        missed = sum(copies - trained.get(row, 0) for row, copies in drawn.items())
+        assert twice == 0, (epoch, twice)
+        assert 0 <= missed < int(fed["workers"]) * int(fed["batch_rows"]), (epoch, missed)

@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.e2e.conftest import BIN, cluster_pids, job_submit_command, service_env, submit_job
+from tests.e2e.conftest import (BIN, assert_each_row_fed_once_per_epoch, checkpoint_within_epoch, cluster_pids,
+                               job_submit_command, service_env, submit_job)
 
 pytestmark = pytest.mark.e2e
 
 
-def train_args(demo_slice, out: Path, run_name: str | None, experiment: str) -> list[str]:
-    named = [f"train.run_name={run_name}"] if run_name else []
+def train_args(demo_slice, out: Path, run_name: str | None, experiment: str, extra=()) -> list[str]:
+    named = [f"train.run_name={run_name}", *extra] if run_name else list(extra)
     return ["jobs/train.py", f"data.path={demo_slice}", "train.num_workers=2", "train.epochs=4",
             "train.batch_size_per_worker=16", "train.max_failures=2", *named,
             f"train.storage_path={out / 'runs'}", f"mlflow.experiment={experiment}",
@@ -43,29 +44,41 @@ def runs_named(tracking_uri: str, experiment: str, run_name: str) -> list:
     return client.search_runs([found.experiment_id], f"tags.`resmm.ray_train_run_name` = '{run_name}'")
 
 
-def test_killed_worker_resumes_from_checkpoint_in_one_mlflow_run(ray_head, mlflow_server, demo_slice, tmp_path):
-    args = train_args(demo_slice, tmp_path, "killed-worker", "faults")
+def test_worker_killed_mid_epoch_resumes_that_epoch_without_training_a_row_twice(ray_head, mlflow_server, demo_slice,
+                                                                                  tmp_path):
+    """SIGKILL a Ray Train worker from outside (as a preempted node would) just after a checkpoint inside an epoch.
+    The new worker group resumes inside that epoch: the rows the checkpoint had trained are not fed again, and
+    the rest are fed as an undisturbed epoch feeds them (every row's copies follow from its id and the epoch)."""
+    args = train_args(demo_slice, tmp_path, "killed-worker", "faults", ["train.checkpoint_every_steps=12"])
+    env_vars = {"MLFLOW_TRACKING_URI": mlflow_server, "RESMM_FED_ROWS_DIR": str(tmp_path / "fed")}
     log = open(tmp_path / "job.log", "w")
-    proc = subprocess.Popen(job_submit_command(ray_head, args, {"MLFLOW_TRACKING_URI": mlflow_server}),
-                            env=service_env(), stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(job_submit_command(ray_head, args, env_vars), env=service_env(), stdout=log,
+                            stderr=subprocess.STDOUT)
     try:
-        wait_for_checkpoint(tmp_path / "runs" / "killed-worker", proc)
+        interrupted = checkpoint_within_epoch(tmp_path / "runs", proc, after_epoch=0)
+        time.sleep(2)  # the checkpoint is registered once its copy to storage completes
         workers = cluster_pids(ray_head, "ray::RayTrainWorker")
         assert len(workers) == 2, workers
-        os.kill(max(workers), signal.SIGKILL)  # from outside, as a preempted node would
+        os.kill(max(workers), signal.SIGKILL)
         assert proc.wait(900) == 0, (tmp_path / "job.log").read_text()[-4000:]
     finally:
         if proc.poll() is None:
             proc.kill()
         log.close()
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["restarts"] >= 1
-    assert summary["start_epoch"] >= 1  # the new worker group resumed, it did not start over
+    assert summary["restarts"] == 1
+    resumed = summary["resumed_within_epoch"]
+    assert resumed["epoch"] == interrupted["epoch"] + 1 and 0 < resumed["trained_rows"] == interrupted["trained_rows"]
+
+    assert_each_row_fed_once_per_epoch(tmp_path / "fed", summary)  # the resumed epoch as the undisturbed ones
+
     matching = runs_named(mlflow_server, "faults", "killed-worker")
     assert [r.info.run_id for r in matching] == [summary["mlflow_run_id"]]
     run = matching[0]
-    assert run.info.status == "FINISHED" and run.data.metrics["train/restarts"] == summary["restarts"]
-    steps = {m.step for m in MlflowClient(mlflow_server).get_metric_history(run.info.run_id, "val/accuracy")}
+    assert run.info.status == "FINISHED" and run.data.metrics["train/restarts"] == 1
+    client = MlflowClient(mlflow_server)
+    assert len(client.search_model_versions(f"run_id = '{run.info.run_id}'")) == 1
+    steps = {m.step for m in client.get_metric_history(run.info.run_id, "val/accuracy")}
     assert steps == {0, 1, 2, 3}
     assert 0.2 <= summary["metrics"]["val_balanced_accuracy"] <= 1.0
 
