@@ -397,10 +397,12 @@ def train_one_epoch(state: WorkerState, epoch: int, shard) -> dict:
 
 def checkpoint_within_epoch(state: WorkerState, epoch: int, trained: RowTally, sums: EpochSums) -> None:
     """Every worker: gather the rows trained so far and the epoch's sums; rank 0 writes them with the weights.
-    The checkpoint scores NaN, so Ray keeps it only while it is the latest, and the driver never registers it."""
+    The checkpoint scores -1, below every balanced accuracy, so Ray keeps it only while it is the latest, and the
+    driver never registers it. (Not NaN: Ray's snapshot of its checkpoints writes NaN as null, and a controller
+    that restores it after a head loss then fails on the null.)"""
     row_ids, copies = trained.gathered()
     position = EpochPosition(epoch, row_ids, copies, sums.totals(state.device))
-    metrics = {"epoch": epoch, "within_epoch": True, "trained_rows": position.rows, SELECTION_METRIC: float("nan")}
+    metrics = {"epoch": epoch, "within_epoch": True, "trained_rows": position.rows, SELECTION_METRIC: -1.0}
     checkpoint = write_checkpoint(state, epoch, metrics, position) if state.rank == 0 else None
     ray.train.report(metrics, checkpoint=checkpoint)
     state.last_checkpoint_at, state.steps_since_checkpoint = time.monotonic(), 0

@@ -69,27 +69,7 @@ def service_env(**extra) -> dict:
     return env
 
 
-HEAD_SESSIONS: dict[str, int] = {}  # dashboard URL -> session id of the head's processes (workers included)
 HEAD_GCS: dict[str, str] = {}  # dashboard URL -> the head's GCS address (what RAY_ADDRESS names)
-
-
-def cluster_pids(dashboard_url: str, title: str) -> list[int]:
-    """PIDs of this test cluster's processes whose title starts with `title` (e.g. 'ray::RayTrainWorker').
-
-    Only processes in the head's own session qualify, so another Ray on the machine is never touched.
-    """
-    session = HEAD_SESSIONS[dashboard_url]
-    pids = []
-    for proc_dir in Path("/proc").iterdir():
-        if not proc_dir.name.isdigit():
-            continue
-        try:
-            title_now = (proc_dir / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            if title_now.startswith(title) and os.getsid(int(proc_dir.name)) == session:
-                pids.append(int(proc_dir.name))
-        except (OSError, ProcessLookupError):
-            continue
-    return pids
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +90,6 @@ def ray_head(tmp_path_factory):
         env=service_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     url = f"http://127.0.0.1:{dashboard_port}"
-    HEAD_SESSIONS[url] = proc.pid  # start_new_session: the head leads its own session
     HEAD_GCS[url] = f"127.0.0.1:{gcs_port}"
     try:
         # 401 means the dashboard is up and enforcing the token.
@@ -208,22 +187,24 @@ def s3_endpoint(tmp_path_factory):
 
 
 def checkpoint_within_epoch(runs_dir: Path, proc: subprocess.Popen, after_epoch: int, timeout_s: float = 600) -> dict:
-    """Wait for a mid-epoch checkpoint of an epoch after `after_epoch` (counted from 0) under any run of
-    `runs_dir`, and return its metrics."""
+    """Wait until Ray Train has registered a mid-epoch checkpoint of an epoch after `after_epoch` (counted from 0)
+    as a run's latest, the one a restart resumes from, and return its metrics. A checkpoint's directory appears
+    before that: the controller registers reports when it next polls the workers, every 2 s."""
     import json
 
     deadline = time.time() + timeout_s
     while True:
-        for metrics_file in runs_dir.glob("*/checkpoint_*/metrics.json"):
+        for snapshot in runs_dir.glob("*/checkpoint_manager_snapshot.json"):
             try:
-                metrics = json.loads(metrics_file.read_text())
-            except (OSError, ValueError):  # being copied in
+                latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result") or {}
+            except (OSError, ValueError):  # being written
                 continue
+            metrics = latest.get("metrics") or {}
             if metrics.get("within_epoch") and metrics["epoch"] > after_epoch:
                 return metrics
         assert proc.poll() is None, "the job ended before a mid-epoch checkpoint"
         assert time.time() < deadline, "no mid-epoch checkpoint appeared"
-        time.sleep(0.2)
+        time.sleep(0.1)
 
 
 def assert_each_row_fed_once_per_epoch(fed_dir: Path, summary: dict) -> None:
