@@ -32,7 +32,7 @@ system-deps:
 	fi
 
 demo-data: $(STAMP) system-deps
-	@$(PY) jobs/build_demo_data.py --if-missing
+	@$(VENV)/bin/resmm demo-data --if-missing
 
 # The second development corpus: Tux Paint's clip-art stamps (Debian tuxpaint-stamps-default), 16 classes.
 # Train on ~/.cache/resmm/stamps-v2/train (XDG_CACHE_HOME); .../holdout holds unseen stamps, for the end only.
@@ -48,15 +48,15 @@ stamps-deps:
 	fi
 
 stamps-data: $(STAMP) system-deps stamps-deps
-	@$(PY) jobs/build_demo_data.py --corpus stamps --if-missing $(ARGS)
+	@$(VENV)/bin/resmm demo-data --corpus stamps --if-missing $(ARGS)
 
 train: demo-data
-	$(PY) jobs/train.py --summary-json summary.json $(ARGS)
+	$(VENV)/bin/resmm train --summary-json summary.json $(ARGS)
 
 # Every fusion, the unimodal models and the hand-written reference recipe on the demo;
 # writes benchmarks/results/compare.{md,json}.
 compare: demo-data
-	$(PY) jobs/compare.py $(ARGS)
+	$(VENV)/bin/resmm compare $(ARGS)
 
 # Benchmarks against what users would pick instead; writes benchmarks/results/latest.{json,md}.
 # Petastorm 0.13.1 needs pyarrow 12 and numpy<2, so it gets a venv of its own.

@@ -1,15 +1,8 @@
-"""What every job entrypoint shares: import path, config loading, one-line errors with exit code 2, the summary."""
+"""What every job entrypoint shares: config loading, one-line errors with exit code 2, the summary."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-
-# `python jobs/<name>.py` puts jobs/ on sys.path, not the repo root that holds resmm/ and pipelines/.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-# isort: split
 
 from pipelines.runtime import ClusterAccessError
 from resmm.config import ConfigError, load_config
@@ -17,9 +10,12 @@ from resmm.sources.contract import ContractError
 from resmm.secrets import redact_text
 from resmm.sources.shards import ShardError
 from resmm.summary import write_json
+from resmm.tracking.champion import ChampionMoveError
 from resmm.tracking.runs import TrackingAccessError
 
-USER_ERRORS = (ConfigError, ContractError, ShardError, TrackingAccessError, ClusterAccessError)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+USER_ERRORS = (ConfigError, ContractError, ShardError, TrackingAccessError, ClusterAccessError, ChampionMoveError)
 EXIT_USER_ERROR = 2
 
 

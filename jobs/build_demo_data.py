@@ -2,7 +2,7 @@
 espeak-ng) or, with --corpus stamps, Tux Paint's clip-art stamps (16 classes; needs the Debian package
 tuxpaint-stamps-default; writes <out>/train for training and <out>/holdout for the final evaluation).
 
-    python jobs/build_demo_data.py [--corpus {demo,stamps}] [--out DIR] [--rows N] [--seed S] [--shards K]
+    resmm demo-data [--corpus {demo,stamps}] [--out DIR] [--rows N] [--seed S] [--shards K]
                                    [--if-missing]
 """
 from __future__ import annotations
@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _common import EXIT_USER_ERROR, report_user_error  # also puts the repo root on sys.path
+if not __package__:  # python jobs/build_demo_data.py
+    import _bootstrap  # noqa: F401
+
+from jobs._common import EXIT_USER_ERROR, report_user_error
 from resmm.datasets import demo, stamps
 
 CORPORA = {"demo": (demo, demo.DemoSpec), "stamps": (stamps, stamps.StampsSpec)}

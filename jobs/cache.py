@@ -1,7 +1,7 @@
 """List or prune the decoded-feature cache of a config (data.cache_path, else <train.storage_path>/feature-cache).
 
-    python jobs/cache.py [--config YAML] [key=value ...]                          # entries, bytes, oldest
-    python jobs/cache.py [--config YAML] [key=value ...] --older-than-days 30     # delete entries written before
+    resmm cache [--config YAML] [key=value ...]                          # entries, bytes, oldest
+    resmm cache [--config YAML] [key=value ...] --older-than-days 30     # delete entries written before
 
 Entries are never updated in place, so an entry's age is the time since its shard was last decoded with those
 settings. Deleting one is always safe: the next run that needs it decodes that shard again.
@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _common import run_job  # also puts the repo root on sys.path
+if not __package__:  # python jobs/cache.py
+    import _bootstrap  # noqa: F401
+
+from jobs._common import run_job
 
 
 def cache_report(cfg, older_than_days: float | None) -> dict:

@@ -1,6 +1,6 @@
 """Train a grid of settings on the same data with fixed seeds and tabulate them, beside a hand-written reference.
 
-    python jobs/compare.py [--grid YAML] [--config YAML] [--out STEM] [--no-reference | --reference-only]
+    resmm compare [--grid YAML] [--config YAML] [--out STEM] [--no-reference | --reference-only]
                            [--reference-epochs N] [key=value ...]
 
 The grid is a YAML list of {name, overrides}; key=value overrides apply to every setting. After the grid, the
@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _common import REPO_ROOT, USER_ERRORS, report_user_error
+if not __package__:  # python jobs/compare.py
+    import _bootstrap  # noqa: F401
+
+from jobs._common import REPO_ROOT, USER_ERRORS, report_user_error
 
 
 def main(argv: list[str] | None = None) -> int:

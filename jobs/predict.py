@@ -1,6 +1,6 @@
 """Batch inference with a registered model over Parquet shards in the contract.
 
-    python jobs/predict.py --model-uri models:/resmm@champion --input URL --output DIR [--concurrency N]
+    resmm predict --model-uri models:/resmm@champion --input URL --output DIR [--concurrency N]
 
 Writes Parquet with sample_id, predicted_label and one prob_<class> column per class: exactly one output row
 per input row (checked before exit). Missing modalities are fine; labels are not needed.
@@ -11,7 +11,10 @@ import argparse
 import sys
 import time
 
-from _common import USER_ERRORS, report_user_error
+if not __package__:  # python jobs/predict.py
+    import _bootstrap  # noqa: F401
+
+from jobs._common import USER_ERRORS, report_user_error
 
 
 def main(argv: list[str] | None = None) -> int:

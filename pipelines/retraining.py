@@ -15,11 +15,18 @@ from resmm.config import Config
 from resmm.sources.fingerprint import data_fingerprint
 from resmm.lease import Lease, LeaseHeld
 from resmm.console import say
+from resmm.tracking import champion as champions
 from resmm.tracking import registry, runs
 from resmm.train.driver import storage_uri
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 FINGERPRINT_TAG = "resmm.data_fingerprint"
+
+
+def mlflow_client(tracking_uri: str):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri)
 
 
 def lease_path(cfg: Config) -> Path:
@@ -69,6 +76,13 @@ def run_retrain(cfg: Config, progress=say) -> dict:
         progress(f"[retrain] champion v{champion.version} was trained on this data: nothing to do")
         return {**summary, "decision": {"action": "skipped", "reason": "no new data",
                                         "champion_version": champion.version}}
+    rollback = champions.rolled_back_on(mlflow_client(tracking_uri), name, fingerprint["digest"])
+    if rollback is not None:
+        reason = (f"v{rollback.previous}, trained on this data, was rolled back on {rollback.at} by {rollback.user} "
+                  f"({rollback.reason}); retraining waits for new data")
+        progress(f"[retrain] {reason}")
+        return {**summary, "decision": {"action": "skipped", "reason": reason,
+                                        "champion_version": champion.version if champion else None}}
     try:
         lease = Lease(lease_path(cfg), cfg.retrain.lease_seconds).acquire()
     except LeaseHeld as exc:
@@ -110,8 +124,10 @@ def _train_and_gate(cfg: Config, source, fingerprint: dict, tracking_uri: str, p
     if champion is not None:
         champion_scores = evaluate_model(f"models:/{name}/{champion.version}", tracking_uri, eval_source, **evaluate)
     action, reason = decide(cfg, champion_scores, challenger_scores)
-    if action == "promoted":
-        registry.set_alias(tracking_uri, name, CHAMPION, challenger_version)
+    if action == "promoted":  # under the lease, as every move of @champion (resmm/tracking/champion.py)
+        champions.record(mlflow_client(tracking_uri), name, champions.Move(
+            challenger_version, champion.version if champion else None, "promoted", reason, champions.now(),
+            champions.current_user(), fingerprint["digest"], champion.tags.get(FINGERPRINT_TAG) if champion else None))
     scores = {"challenger": challenger_scores, "champion": champion_scores}
     registry.tag_version(tracking_uri, name, challenger_version, {
         "resmm.decision.action": action,

@@ -36,7 +36,7 @@ class Lease:
                 holder = self.holder()
                 if holder and holder.get("expires_at", 0) > time.time():
                     raise LeaseHeld(
-                        f"another retrain holds the lock ({holder.get('owner')}, "
+                        f"another retrain or champion move holds the lock ({holder.get('owner')}, "
                         f"expires in {holder['expires_at'] - time.time():.0f}s): {self.path}"
                     ) from None
                 self._break_expired()
@@ -44,7 +44,7 @@ class Lease:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(self._record())
             return self
-        raise LeaseHeld(f"another retrain took the expired lock first: {self.path}")
+        raise LeaseHeld(f"another retrain or champion move took the expired lock first: {self.path}")
 
     def _break_expired(self) -> None:
         # Rename is atomic: of two callers breaking the same expired lease, only one rename succeeds.

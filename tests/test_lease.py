@@ -10,7 +10,7 @@ from resmm.lease import Lease, LeaseHeld
 
 def test_second_holder_is_refused_until_release(tmp_path):
     first = Lease(tmp_path / "retrain.lock", ttl_seconds=60).acquire()
-    with pytest.raises(LeaseHeld, match="another retrain holds the lock"):
+    with pytest.raises(LeaseHeld, match="another retrain or champion move holds the lock"):
         Lease(tmp_path / "retrain.lock", ttl_seconds=60).acquire()
     first.release()
     Lease(tmp_path / "retrain.lock", ttl_seconds=60).acquire().release()

@@ -117,9 +117,36 @@ def test_of_two_concurrent_retrains_only_one_trains(first, ray_head, mlflow_serv
     actions = sorted(d["action"] for d in decisions)
     assert actions.count("skipped") == 1 and len(set(actions) - {"skipped"}) == 1, decisions
     skipped = next(d for d in decisions if d["action"] == "skipped")
-    assert "another retrain holds the lock" in skipped["reason"]
-    assert any("another retrain holds the lock" in out for out in outputs)
+    assert "another retrain or champion move holds the lock" in skipped["reason"]
+    assert any("another retrain or champion move holds the lock" in out for out in outputs)
     assert len(MlflowClient(mlflow_server).search_model_versions(f"name='{MODEL}'")) == versions_before + 1
+
+
+def test_a_rolled_back_champion_is_not_promoted_again_by_the_next_retrain_on_its_data(first, ray_head,
+                                                                                      mlflow_server, workspace):
+    """An operator rolls back the newest model; the next scheduled retrain sees the same data and leaves it."""
+    client = MlflowClient(mlflow_server)
+    newest = str(max(int(v.version) for v in client.search_model_versions(f"name='{MODEL}'")))
+
+    def models(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(  # the retrain job's lock: the same storage path
+            [str(BIN / "python"), "jobs/models.py", *args, "--name", MODEL,
+             f"train.storage_path={workspace['root'] / 'runs'}"], cwd=REPO,
+            env=service_env(MLFLOW_TRACKING_URI=mlflow_server), capture_output=True, text=True, timeout=300)
+
+    if client.get_model_version_by_alias(MODEL, "champion").version != newest:
+        promoted = models("promote", newest, "--reason", "the newest, by hand")
+        assert promoted.returncode == 0, promoted.stderr
+    back = models("rollback", "--reason", "complaints after the release")
+    assert back.returncode == 0, back.stderr
+    assert client.get_model_version_by_alias(MODEL, "champion").version != newest
+
+    versions = len(client.search_model_versions(f"name='{MODEL}'"))
+    again = retrain(ray_head, mlflow_server, workspace, "after-rollback")
+    assert again["decision"]["action"] == "skipped", again["decision"]
+    assert f"v{newest}, trained on this data, was rolled back" in again["decision"]["reason"]
+    assert "complaints after the release" in again["decision"]["reason"]
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == versions
 
 
 def test_predict_job_writes_one_row_per_input_row(first, ray_head, mlflow_server, workspace, demo_slice):
