@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pipelines.runtime import ClusterAccessError
 from resmm.config import ConfigError, load_config
+from resmm.data.feed import FeedStalled
 from resmm.sources.contract import ContractError
 from resmm.secrets import redact_text
 from resmm.sources.shards import ShardError
@@ -15,7 +16,8 @@ from resmm.tracking.runs import TrackingAccessError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-USER_ERRORS = (ConfigError, ContractError, ShardError, TrackingAccessError, ClusterAccessError, ChampionMoveError)
+USER_ERRORS = (ConfigError, ContractError, ShardError, TrackingAccessError, ClusterAccessError, ChampionMoveError,
+               FeedStalled)
 EXIT_USER_ERROR = 2
 
 

@@ -19,6 +19,7 @@ from resmm.config import Config, ConfigError
 from resmm.sources.contract import resolve_classes
 from resmm.data.batch import PreprocessSpec
 from resmm.data.cache import CacheStats, cache_url, expand_batch
+from resmm.data.feed import STALL_MESSAGE, FeedStalled, within_deadline
 from resmm.data.lengths import LengthChoice
 from resmm.modalities import resolve_lengths
 from resmm.datasets import demo
@@ -84,7 +85,8 @@ def evaluate_registered_weights(cfg: Config, spec: PreprocessSpec, model_state: 
     network.load_state_dict(model_state)
 
     def batches(bar):
-        return counted(val_dataset.iter_torch_batches(batch_size=256), bar, spec)
+        stall = 60 * cfg.data.stall_timeout_minutes if cfg.data.stall_timeout_minutes else None
+        return counted(within_deadline(val_dataset.iter_torch_batches(batch_size=256), stall), bar, spec)
 
     with progress_bar(val_rows, "predictor choice") as bar:
         choice = choose_predictor(ValidationOutputs.collect(network, batches(bar)), len(spec.classes),
@@ -313,11 +315,18 @@ def record_inputs(run: TrackedRun, data: PreparedData, progress) -> QuarantineRe
 def train(run: TrackedRun, data: PreparedData, initial_weights: dict | None, progress) -> Trained:
     """Ray Train DDP to the end of the budget; logs why it stopped, restarts and the confusion matrix."""
     starts_before = runs.worker_group_starts(run.tracking_uri, run.run_id)
-    outcome = fit(
-        apply_recipe(data.cfg, data.recipe), data.spec, data.datasets, run_name=run.run_name,
-        tracking_uri=run.tracking_uri, run_id=run.run_id, class_counts=data.class_counts,
-        train_rows=data.profile.rows, initial_weights=initial_weights,
-    )
+    try:
+        outcome = fit(
+            apply_recipe(data.cfg, data.recipe), data.spec, data.datasets, run_name=run.run_name,
+            tracking_uri=run.tracking_uri, run_id=run.run_id, class_counts=data.class_counts,
+            train_rows=data.profile.rows, initial_weights=initial_weights,
+        )
+    except Exception as exc:  # Ray Train's TrainingFailedError carries the workers' errors as text
+        stalled = STALL_MESSAGE.split("{", 1)[0]
+        if stalled not in str(exc):
+            raise
+        minutes = data.cfg.data.stall_timeout_minutes
+        raise FeedStalled(f"training stopped: {STALL_MESSAGE.format(minutes=minutes)}") from None
     restarts = max(0, runs.worker_group_starts(run.tracking_uri, run.run_id) - starts_before - 1)
     if restarts:
         progress(f"[resmm] the worker group was restarted {restarts} time(s) from its last checkpoint")

@@ -61,6 +61,9 @@ class _DataSection(_Section):
     epoch_rows: int | None = Field(None, ge=1)  # rows fed per epoch, all workers together; None = training rows
     # Batches each training worker fetches and formats ahead in background threads, so the step rarely waits.
     prefetch_batches: int = Field(4, ge=0, le=1024)
+    # A feed that delivers no rows for this long fails the run with one line instead of waiting for ever (Ray Data
+    # waits for a node matching data.label_selector without limit); None = wait.
+    stall_timeout_minutes: float | None = Field(30.0, gt=0.0)
     augment: bool = False  # fresh augmentation of every fed copy: image flip/rotate/crop, audio shift/gain/noise,
     # text token dropout
     impute: ImputerName = "zero"

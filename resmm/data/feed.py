@@ -3,6 +3,9 @@ then augmented, then ModDrop. A row's copies follow from its id and the epoch's 
 training streams carry); the order of the copies, augmentation and ModDrop come from the epoch's generator."""
 from __future__ import annotations
 
+import queue
+import threading
+
 import numpy as np
 import torch
 
@@ -32,9 +35,62 @@ def epoch_rates(data_cfg, classes, class_counts: list[int], rows: int, epoch: in
 PULL_ROWS = 512
 
 
+STALL_MESSAGE = ("no rows arrived for {minutes:g} min (data.stall_timeout_minutes): Ray Data cannot run its tasks; "
+                 "are nodes that match data.label_selector alive?")
+
+
+class FeedStalled(RuntimeError):
+    """No batch arrived within the stall timeout: a lost data node that nothing replaced, say."""
+
+
+def within_deadline(items, seconds: float | None):
+    """`items`, pulled ahead by a thread; FeedStalled when none arrives within `seconds` (None: wait for ever).
+
+    Ray Data waits without limit for a node that can run its tasks (one matching `data.label_selector`), so a
+    data node lost for good would hang the job; this bounds the wait."""
+    if not seconds:
+        yield from items
+        return
+    handoff: queue.Queue = queue.Queue(maxsize=2)
+    stop, end = threading.Event(), object()
+
+    def put(item) -> None:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=1.0)
+                return
+            except queue.Full:
+                continue
+
+    def pull() -> None:
+        try:
+            for item in items:
+                put(item)
+                if stop.is_set():
+                    return
+            put(end)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(exc)
+
+    threading.Thread(target=pull, daemon=True, name="resmm-feed").start()
+    try:
+        while True:
+            try:
+                item = handoff.get(timeout=seconds)
+            except queue.Empty:
+                raise FeedStalled(STALL_MESSAGE.format(minutes=seconds / 60)) from None
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
 def fed_batches(shard, batch_size: int, device, rates: torch.Tensor | None, unlabeled_rate: float,
                 generator: torch.Generator, shuffle_seed: int, prefetch_batches: int = 1, spec=None,
-                copies_seed: int = 0, trained_before=None, on_drawn=None):
+                copies_seed: int = 0, trained_before=None, on_drawn=None, stall_seconds: float | None = None):
     """One pass over the worker's shard as full batches of `batch_size` rows (a last partial batch is dropped);
     with `rates`, each streamed row is fed k ~ Poisson(rate[label]) times (see resmm.data.resample).
 
@@ -44,14 +100,14 @@ def fed_batches(shard, batch_size: int, device, rates: torch.Tensor | None, unla
 
     Rows with a `row_id` draw their copies from it and `copies_seed` (the same on every worker); then
     `trained_before(row_ids)` (copies already trained in this epoch, before a restart) are left out, and
-    `on_drawn(row_ids, copies)` sees every streamed row's draw."""
+    `on_drawn(row_ids, copies)` sees every streamed row's draw. No chunk for `stall_seconds`: FeedStalled."""
     pull = max(batch_size, PULL_ROWS // batch_size * batch_size)
     chunks = shard.iter_torch_batches(
         batch_size=pull, device=device, local_shuffle_buffer_size=2 * pull, local_shuffle_seed=shuffle_seed,
         prefetch_batches=max(1, prefetch_batches * batch_size // pull) if prefetch_batches else 0,
     )
     pending: dict | None = None
-    for chunk in chunks:
+    for chunk in within_deadline(chunks, stall_seconds):
         if spec is not None:
             chunk = expand_batch(chunk, spec)
         index = fed_index(chunk, rates, unlabeled_rate, generator, copies_seed, trained_before, on_drawn)

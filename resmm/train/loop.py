@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from resmm.config import Config
 from resmm.data.batch import PreprocessSpec
 from resmm.data.cache import expand_batch
-from resmm.data.feed import epoch_rates, fed_batches, transform_fed_batch
+from resmm.data.feed import epoch_rates, fed_batches, transform_fed_batch, within_deadline
 from resmm.models.builders import build_model
 from resmm.train.budget import Budget, warmup_factor
 from resmm.train.losses import LongTailLoss
@@ -58,6 +58,11 @@ def system_metrics(context, tracking_uri: str, run_id: str):
         yield
     finally:
         monitor.finish()
+
+
+def stall_seconds(cfg: Config) -> float | None:
+    minutes = cfg.data.stall_timeout_minutes
+    return 60 * minutes if minutes else None
 
 
 def cosine_lr_factor(epoch: int, epochs: int) -> float:
@@ -356,7 +361,7 @@ def train_one_epoch(state: WorkerState, epoch: int, shard) -> dict:
                        draw_seed, cfg.data.prefetch_batches, spec=spec,
                        copies_seed=cfg.train.seed * 1_000_003 + epoch * 1009,  # the same on every rank
                        trained_before=position.trained_copies if position is not None else None,
-                       on_drawn=drawn.add if drawn is not None else None)
+                       on_drawn=drawn.add if drawn is not None else None, stall_seconds=stall_seconds(cfg))
     with uneven_inputs(state.model):
         for batch, checkpoint_now in lockstep(feed, state.device, state.checkpoint_due):
             batch = transform_fed_batch(batch, spec.modalities, cfg.data.augment, cfg.train.modality_dropout,
@@ -436,8 +441,8 @@ def record_fed_rows(state: WorkerState, epoch: int, trained: RowTally, drawn: Ro
 def validate(state: WorkerState, val_data) -> dict:
     """Rank 0 scores the whole (unsplit) validation set: exact metrics, no tail rows dropped."""
     num_classes = len(state.spec.classes)
-    batches = (expand_batch(batch, state.spec)
-               for batch in val_data.iter_torch_batches(batch_size=VALIDATION_BATCH_ROWS, device=state.device))
+    streamed = val_data.iter_torch_batches(batch_size=VALIDATION_BATCH_ROWS, device=state.device)
+    batches = (expand_batch(batch, state.spec) for batch in within_deadline(streamed, stall_seconds(state.cfg)))
     outputs = ValidationOutputs.collect(state.evaluated_model, batches)
     metrics = classification_metrics(outputs.labels, outputs.fused_predictions(), num_classes)
     for m in outputs.head_logits:

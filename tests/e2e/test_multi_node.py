@@ -146,6 +146,27 @@ def test_a_data_node_lost_mid_epoch_is_replaced_and_the_feed_recovers(labelled_c
     assert abs(score - reference) <= 0.1, (score, reference)
 
 
+def test_a_data_node_lost_for_good_fails_the_job_with_one_line_within_its_bound(labelled_cluster, mlflow_server,
+                                                                                demo_slice, tmp_path):
+    """Nothing replaces the data node: Ray Data would wait for ever for a node that matches data.label_selector.
+    The feed's stall timeout turns that into one line and a FAILED run, and no version is registered."""
+    cluster, _ = labelled_cluster
+    args = job_args(demo_slice, tmp_path, "e2e-data-node-gone",
+                    ["train.epochs=3", "train.checkpoint_every_steps=8", "train.max_failures=0",
+                     "data.stall_timeout_minutes=0.5"])
+    started = time.monotonic()
+    code, _ = submit_and_kill(cluster, args, {"MLFLOW_TRACKING_URI": mlflow_server}, "data", tmp_path / "job.log",
+                              replace=False)
+    log = (tmp_path / "job.log").read_text()
+    assert code != 0, log[-3000:]
+    assert "resmm: training stopped: no rows arrived for 0.5 min (data.stall_timeout_minutes)" in log, log[-3000:]
+    assert time.monotonic() - started < 600
+    client = MlflowClient(mlflow_server)
+    [run] = client.search_runs([client.get_experiment_by_name("e2e-data-node-gone").experiment_id])
+    assert run.info.status == "FAILED"
+    assert not client.search_model_versions(f"run_id = '{run.info.run_id}'")
+
+
 def test_a_lost_cluster_resumes_on_a_fresh_one_with_the_identical_command(labelled_cluster, mlflow_server, demo_slice,
                                                                           tmp_path):
     """KubeRay's RayJob retry (backoffLimit) after a lost head: the head, both nodes and the driver are SIGKILLed

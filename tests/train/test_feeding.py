@@ -94,3 +94,37 @@ def test_moddrop_hides_modalities_from_the_fusion_only_and_never_all_of_a_row():
     assert all(torch.equal(out[f"{m}_present"], batch[f"{m}_present"]) for m in modalities)  # heads keep their rows
     assert 0.3 < 1 - fused[50:].mean() < 0.6  # about 60% hidden, less where a row would lose everything
     assert (fused.sum(1) >= 1).all() and (fused[:50, 2] == 0).all()  # never all; absent stays absent
+
+
+def test_a_feed_that_stops_delivering_fails_within_its_deadline():
+    import time
+
+    import pytest
+
+    from resmm.data.feed import FeedStalled, within_deadline
+
+    def stalls_after_one():
+        yield 1
+        time.sleep(30)  # a Ray Data task waiting for a node that never comes
+        yield 2
+
+    feed = within_deadline(stalls_after_one(), 0.5)
+    assert next(feed) == 1
+    started = time.monotonic()
+    with pytest.raises(FeedStalled, match="no rows arrived for"):
+        next(feed)
+    assert time.monotonic() - started < 5
+    assert list(within_deadline(iter(range(5)), 0.5)) == [0, 1, 2, 3, 4]
+
+
+def test_a_feed_error_reaches_the_training_loop_through_the_deadline():
+    import pytest
+
+    from resmm.data.feed import within_deadline
+
+    def breaks():
+        yield 1
+        raise OSError("shard vanished")
+
+    with pytest.raises(OSError, match="shard vanished"):
+        list(within_deadline(breaks(), 5))
