@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 PIP_FILTER := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PYTEST_ARGS ?=
 
-.PHONY: train test test-fast compare bench demo-data stamps-data stamps-deps system-deps clean
+.PHONY: train test test-fast docs compare bench demo-data stamps-data stamps-deps system-deps clean
 
 # constraints.txt is the lock infra/Dockerfile installs from too.
 $(STAMP): pyproject.toml constraints.txt
@@ -88,5 +88,10 @@ test: $(STAMP) system-deps stamps-deps
 test-fast: $(STAMP) system-deps stamps-deps
 	$(PY) -m pytest -ra -m "not e2e" $(PYTEST_ARGS)
 
+# The manual as a site in site/: the configuration reference regenerated from the code, then mkdocs.
+docs: $(STAMP)
+	$(PY) -m resmm.config_reference > docs/configuration.md
+	$(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) $(PETASTORM_VENV) resmm_runs mlruns mlflow.db summary.json
+	rm -rf $(VENV) $(PETASTORM_VENV) resmm_runs mlruns mlflow.db summary.json site

@@ -41,6 +41,7 @@ class _DataSection(_Section):
 
     path: str | None = None  # directory, glob or fsspec URL of Parquet shards; None = built-in demo dataset
     val_path: str | None = None  # separate evaluation shards; None = hash split of `path` by group, else sample_id
+    # share of the rows (whole groups) held out for validation when data.val_path is unset
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     # The column naming each row's group (the same object photographed again, the same speaker): a group's rows
     # all land on one side of the hash split, so near-duplicates never straddle it. Rows with a null or empty
@@ -49,9 +50,9 @@ class _DataSection(_Section):
     classes: list[str] | None = None  # class vocabulary; None = derived from the training labels
     preprocess_batch_rows: int = Field(256, ge=1)  # rows per decode call inside a read+decode task
     # Decoded-feature cache (resmm/data/cache.py): decode each shard once and stream later epochs and runs from
-    # compact features. cache_path: any fsspec URL; None = <train.storage_path>/feature-cache.
+    # compact features.
     cache: Literal["on", "off"] = "on"
-    cache_path: str | None = None
+    cache_path: str | None = None  # where the cache lives, any fsspec URL; None = <train.storage_path>/feature-cache
     # Rows with a null label in a labelled split: quarantined (a fault), or kept as unlabeled rows that feed
     # only the unsupervised objectives (retrieval, the regress and mvae imputers).
     unlabeled_rows: Literal["quarantine", "keep"] = "quarantine"
@@ -64,11 +65,12 @@ class _DataSection(_Section):
     # A feed that delivers no rows for this long fails the run with one line instead of waiting for ever (Ray Data
     # waits for a node matching data.label_selector without limit); None = wait.
     stall_timeout_minutes: float | None = Field(30.0, gt=0.0)
-    augment: bool = False  # fresh augmentation of every fed copy: image flip/rotate/crop, audio shift/gain/noise,
-    # text token dropout
+    # Fresh augmentation of every fed copy: image flip/rotate/crop, audio shift/gain/noise, text token dropout.
+    augment: bool = False
+    # How an absent modality's embedding is filled in before fusion (resmm/models/imputation.py).
     impute: ImputerName = "zero"
     # Ray Data's object-store budget (MB) for each streaming execution; None = Ray's default share of the object
-    # store. A small budget caps memory on long reads at some throughput (README, Benchmarks).
+    # store. A small budget caps memory on long reads at some throughput (docs/benchmarks.md).
     object_store_budget_mb: int | None = Field(None, ge=64)
     # Ray node labels for Ray Data's tasks (e.g. {resmm.io/role: data} for a CPU worker group).
     label_selector: dict[str, str] | None = None
@@ -120,11 +122,11 @@ DataConfig = create_model(
 
 
 class ModelConfig(_Section):
-    modalities: list[ModalityName] = Field(default_factory=lambda: list(MODALITIES))
-    fusion: FusionName = "mrn"
-    embed_dim: int = Field(96, ge=8, le=4096)
+    modalities: list[ModalityName] = Field(default_factory=lambda: list(MODALITIES))  # the columns a model reads
+    fusion: FusionName = "mrn"  # how modality embeddings are fused (resmm/models/fusion.py)
+    embed_dim: int = Field(96, ge=8, le=4096)  # width of every modality embedding and of the fusion
     fusion_depth: int = Field(2, ge=1, le=16)  # residual fusion layers (MRN's L)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)  # dropout in the encoders' and heads' MLPs
     # Encoder normalisation: `batch` trains fastest; `group` makes results independent of the worker count.
     norm: NormName = "batch"
     retrieval: bool = False  # contrastive (InfoNCE) alignment of modality embeddings + recall@k evaluation
@@ -191,8 +193,8 @@ def _option_error(exc: ValidationError, encoder: str, options: type[BaseModel]) 
 
 
 class TrainConfig(_Section):
-    num_workers: int = Field(2, ge=1, le=1024)
-    use_gpu: bool = False
+    num_workers: int = Field(2, ge=1, le=1024)  # Ray Train DDP workers
+    use_gpu: bool = False  # one GPU per worker
     # Fractional CPUs so that 2 workers on a 2-core machine still leave room for Ray Data's tasks.
     cpus_per_worker: float = Field(0.5, gt=0.0)
     amp: bool = True  # mixed precision on GPU workers; ignored on CPU
@@ -201,16 +203,16 @@ class TrainConfig(_Section):
     epochs: int | None = Field(None, ge=1, le=10000)
     max_epochs: int = Field(30, ge=1, le=10000)  # cap of the default budget
     patience: int = Field(4, ge=1)  # epochs without a gain of min_delta before the default budget stops
-    min_delta: float = Field(0.002, ge=0.0, le=1.0)
+    min_delta: float = Field(0.002, ge=0.0, le=1.0)  # the smallest validation gain that counts as progress
     max_minutes: float | None = Field(None, gt=0.0)  # wall-time cap of the default budget; None = none
     # Rows per optimizer step, all workers together (each worker takes its share), so that changing the worker
     # count changes neither the steps per epoch nor the result. batch_size_per_worker, when set, overrides it
     # (the usual unit on GPUs: global batch = that x workers).
     batch_size: int = Field(64, ge=1)
-    batch_size_per_worker: int | None = Field(None, ge=1)
-    lr: float = Field(3e-3, gt=0.0, le=10.0)
-    weight_decay: float = Field(1e-4, ge=0.0)
-    seed: int = 0
+    batch_size_per_worker: int | None = Field(None, ge=1)  # overrides batch_size: rows per step on each worker
+    lr: float = Field(3e-3, gt=0.0, le=10.0)  # AdamW learning rate
+    weight_decay: float = Field(1e-4, ge=0.0)  # AdamW weight decay
+    seed: int = 0  # weights, splits of work, resampling draws and augmentation
     # auto: chosen from the class counts of the profile pass (resmm/train/recipe.py)
     loss: LossName = "auto"
     logit_adjust_tau: float = Field(1.0, gt=0.0, le=10.0)  # τ of `logit_adjusted`: logits + τ·log(prior)
@@ -230,7 +232,7 @@ class TrainConfig(_Section):
     # Checkpoints inside an epoch as well as at its end, at least this often (a resumed epoch skips the rows it
     # already trained: resmm/train/position.py); None = epoch ends only. Steps count per worker.
     checkpoint_every_minutes: float | None = Field(10.0, gt=0.0)
-    checkpoint_every_steps: int | None = Field(None, ge=1)
+    checkpoint_every_steps: int | None = Field(None, ge=1)  # also checkpoint inside an epoch every N steps
     storage_path: str = "resmm_runs"  # Ray Train checkpoints and the quarantine file; local dir or URL
     # Ray Train run name; None = derived from the config and the data (resmm/tracking/runs.py run_key), so that
     # resubmitting the same job after its driver was lost resumes its checkpoint and its MLflow run.
@@ -244,8 +246,8 @@ class TrainConfig(_Section):
 
 
 class MlflowConfig(_Section):
-    experiment: str = "resmm"
-    registered_model: str = "resmm"
+    experiment: str = "resmm"  # MLflow experiment of the runs
+    registered_model: str = "resmm"  # registry name each run's model version is created under
 
 
 class RetrainConfig(_Section):
@@ -253,7 +255,7 @@ class RetrainConfig(_Section):
     min_improvement: float = Field(0.0, ge=-1.0, le=1.0)  # challenger balanced accuracy must beat champion + this
     max_robustness_drop: float = Field(0.02, ge=0.0, le=1.0)  # tolerated drop of mean pattern accuracy
     warm_start: bool = False  # start the challenger from the champion's weights
-    lock_path: str | None = None  # lease file (shared POSIX path); None = <train.storage_path>/retrain.lock
+    lock_path: str | None = None  # lease file (shared POSIX path); None = <train.storage_path>/retrain-<model>.lock
     lease_seconds: float = Field(6 * 3600, gt=0)  # a crashed holder's lease expires after this
 
 

@@ -27,7 +27,7 @@ class AudioCfg(Settings):
     # auto: the 95th percentile of a sample of the training shards, within bounds (resmm/data/lengths.py).
     # Longer clips are cut (and counted).
     max_seconds: Annotated[float, Field(gt=0.0, le=60.0)] | Literal["auto"] = "auto"
-    n_mels: int = Field(32, ge=8, le=256)
+    n_mels: int = Field(32, ge=8, le=256)  # mel bands of the log-mel spectrogram
 
 
 def decode(cells: list, cfg: AudioCfg):

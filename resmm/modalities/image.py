@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # torch is imported on use: the CPU decode tasks never load i
 
 class ImageCfg(Settings):
     size_px: int = Field(32, ge=8, le=512)  # side of the square the image is letterboxed into
-    channels: Literal[1, 3] = 3
+    channels: Literal[1, 3] = 3  # 1: greyscale, 3: RGB
     # An image above this many pixels is marked missing (and counted) without decoding a pixel.
     max_pixels: int = Field(25_000_000, ge=64)
 

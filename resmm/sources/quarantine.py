@@ -1,6 +1,6 @@
 """Row faults and the quarantine report: which rows and files a run refused, why, and what it counted.
 
-Policy, per fault (documented in the README):
+Policy, per fault (documented in docs/data-contract.md):
 - an unreadable Parquet file (bad footer, truncated, corrupt pages): the file is skipped, every other file kept;
 - a null or duplicate `sample_id`, a null label in a labelled split, a label outside `data.classes`:
   the row is quarantined (written with its reason to the run's quarantine Parquet file);

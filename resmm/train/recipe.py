@@ -5,8 +5,8 @@ The profile pass counts the classes before training. When the largest class outn
 otherwise with plain cross-entropy. Resampling stays off under `auto`: logit adjustment already removes the
 prior's bias, and re-weighting the mix on top of it corrects twice. Resampling repeats the tail's few rows
 (overfitting them) and drops head rows each epoch: balanced resampling lost 3.7 points against plain
-cross-entropy on the demo (README, "Results on the demo") and 19.5 points on an unseen 12-class corpus, where
-logit adjustment gained 13.6.
+cross-entropy on the demo (docs/benchmarks.md, "Results on the demo") and 19.5 points on an unseen 12-class
+corpus, where logit adjustment gained 13.6.
 An explicit setting of either key is kept; `auto` on the other one then picks no second correction.
 """
 from __future__ import annotations
