@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 def train_args(demo_slice, out: Path, run_name: str, experiment: str) -> list[str]:
     named = [f"train.run_name={run_name}"]
-    return ["jobs/train.py", f"data.path={demo_slice}", "train.num_workers=2", "train.epochs=4",
+    return ["jobs/train.py", f"data.path={demo_slice}", "train.num_workers=2", "train.epochs=3",
             "train.batch_size_per_worker=16", "train.max_failures=2", *named,
             f"train.storage_path={out / 'runs'}", f"mlflow.experiment={experiment}",
             "mlflow.registered_model=resmm-faults", "--summary-json", str(out / "summary.json")]
