@@ -155,8 +155,11 @@ def test_a_data_node_lost_for_good_fails_the_job_with_one_line_within_its_bound(
                     ["train.epochs=3", "train.checkpoint_every_steps=8", "train.max_failures=0",
                      "data.stall_timeout_minutes=0.5"])
     started = time.monotonic()
-    code, _ = submit_and_kill(cluster, args, {"MLFLOW_TRACKING_URI": mlflow_server}, "data", tmp_path / "job.log",
-                              replace=False)
+    try:
+        code, _ = submit_and_kill(cluster, args, {"MLFLOW_TRACKING_URI": mlflow_server}, "data", tmp_path / "job.log",
+                                  replace=False)
+    finally:
+        cluster.add_node("data")  # the module's later tests need one
     log = (tmp_path / "job.log").read_text()
     assert code != 0, log[-3000:]
     assert "resmm: training stopped: no rows arrived for 0.5 min (data.stall_timeout_minutes)" in log, log[-3000:]
