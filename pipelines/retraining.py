@@ -19,8 +19,8 @@ from resmm.tracking import champion as champions
 from resmm.tracking import registry, runs
 from resmm.train.driver import storage_uri
 
-CHAMPION, CHALLENGER = "champion", "challenger"
-FINGERPRINT_TAG = "resmm.data_fingerprint"
+CHAMPION, FINGERPRINT_TAG = champions.CHAMPION, champions.FINGERPRINT_TAG
+CHALLENGER = "challenger"
 
 
 def mlflow_client(tracking_uri: str):

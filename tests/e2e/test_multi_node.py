@@ -113,37 +113,36 @@ def submit_and_kill(cluster: LabelledCluster, args: list[str], env_vars: dict, v
                 proc.kill()
 
 
-def test_a_train_node_lost_mid_epoch_is_replaced_and_the_epoch_resumes(labelled_cluster, undisturbed, mlflow_server,
-                                                                        demo_slice, tmp_path):
-    cluster, _ = labelled_cluster
-    args = job_args(demo_slice, tmp_path, "e2e-train-node-lost", ["train.checkpoint_every_steps=8"])
+def survives_node_loss(cluster, undisturbed, mlflow_server, demo_slice, tmp_path, victim: str, experiment: str):
+    """Kill the `victim` node mid-epoch and replace it; the job must finish with every row fed once per epoch, one
+    FINISHED run, one version, and a score within the noise of the undisturbed run. Returns (summary,
+    the interrupted checkpoint's metrics, the MLflow run)."""
+    args = job_args(demo_slice, tmp_path, experiment, ["train.checkpoint_every_steps=8"])
     env_vars = {"MLFLOW_TRACKING_URI": mlflow_server, "RESMM_FED_ROWS_DIR": str(tmp_path / "fed")}
-    code, interrupted = submit_and_kill(cluster, args, env_vars, "train", tmp_path / "job.log")
+    code, interrupted = submit_and_kill(cluster, args, env_vars, victim, tmp_path / "job.log")
     assert code == 0, (tmp_path / "job.log").read_text()[-4000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["restarts"] == 1
-    resumed = summary["resumed_within_epoch"]  # from the checkpoint seen, or one registered just after it
-    assert resumed["epoch"] == interrupted["epoch"] + 1 and resumed["trained_rows"] >= interrupted["trained_rows"] > 0
-    assert_each_row_fed_once_per_epoch(tmp_path / "fed", summary)  # 0 rows trained twice in the resumed epoch
-    run = one_run_one_version(mlflow_server, "e2e-train-node-lost", summary)
-    assert run.info.status == "FINISHED" and run.data.metrics["train/restarts"] == 1
+    assert_each_row_fed_once_per_epoch(tmp_path / "fed", summary)  # 0 rows trained twice, a resumed epoch too
+    run = one_run_one_version(mlflow_server, experiment, summary)
+    assert run.info.status == "FINISHED"
     score, reference = summary["metrics"]["val_balanced_accuracy"], undisturbed[0]["metrics"]["val_balanced_accuracy"]
     assert abs(score - reference) <= 0.1, (score, reference)  # within the noise of two epochs on 1,500 rows
+    return summary, interrupted, run
+
+
+def test_a_train_node_lost_mid_epoch_is_replaced_and_the_epoch_resumes(labelled_cluster, undisturbed, mlflow_server,
+                                                                        demo_slice, tmp_path):
+    summary, interrupted, run = survives_node_loss(labelled_cluster[0], undisturbed, mlflow_server, demo_slice,
+                                                   tmp_path, "train", "e2e-train-node-lost")
+    assert summary["restarts"] == 1 and run.data.metrics["train/restarts"] == 1
+    resumed = summary["resumed_within_epoch"]  # from the checkpoint seen, or one registered just after it
+    assert resumed["epoch"] == interrupted["epoch"] + 1 and resumed["trained_rows"] >= interrupted["trained_rows"] > 0
 
 
 def test_a_data_node_lost_mid_epoch_is_replaced_and_the_feed_recovers(labelled_cluster, undisturbed, mlflow_server,
                                                                       demo_slice, tmp_path):
-    cluster, _ = labelled_cluster
-    args = job_args(demo_slice, tmp_path, "e2e-data-node-lost", ["train.checkpoint_every_steps=8"])
-    env_vars = {"MLFLOW_TRACKING_URI": mlflow_server, "RESMM_FED_ROWS_DIR": str(tmp_path / "fed")}
-    code, _ = submit_and_kill(cluster, args, env_vars, "data", tmp_path / "job.log")
-    assert code == 0, (tmp_path / "job.log").read_text()[-4000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert_each_row_fed_once_per_epoch(tmp_path / "fed", summary)
-    run = one_run_one_version(mlflow_server, "e2e-data-node-lost", summary)
-    assert run.info.status == "FINISHED"
-    score, reference = summary["metrics"]["val_balanced_accuracy"], undisturbed[0]["metrics"]["val_balanced_accuracy"]
-    assert abs(score - reference) <= 0.1, (score, reference)
+    survives_node_loss(labelled_cluster[0], undisturbed, mlflow_server, demo_slice, tmp_path, "data",
+                       "e2e-data-node-lost")
 
 
 def test_a_data_node_lost_for_good_fails_the_job_with_one_line_within_its_bound(labelled_cluster, mlflow_server,
