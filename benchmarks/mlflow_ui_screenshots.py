@@ -117,6 +117,15 @@ def wait_health(url: str, proc: subprocess.Popen | None, timeout: float = 120) -
     sys.exit(f"error: {url}/health did not answer within {timeout}s")
 
 
+def copy_run_plots(client: MlflowClient, run_id: str, out: Path) -> None:
+    """The run's own plots (confusion matrix, robustness), as MLflow stores them, beside the screenshots."""
+    with tempfile.TemporaryDirectory() as scratch:
+        for plot in client.list_artifacts(run_id, "plots"):
+            if plot.path.endswith(".png"):
+                shutil.copyfile(client.download_artifacts(run_id, plot.path, scratch), out / Path(plot.path).name)
+                print(f"  {out / Path(plot.path).name}  <- artifact {plot.path}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     src = p.add_mutually_exclusive_group(required=True)
@@ -154,6 +163,7 @@ def main() -> None:
         for prefix, keys in sorted(groups.items()):
             print(f"  {prefix} [{len(keys)}]: {', '.join(keys)}")
 
+        copy_run_plots(client, args.run_id, args.out)
         run_url = f"{url}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
         pages = [("run-overview", run_url), ("run-model-metrics", f"{run_url}/model-metrics")]
         pages += [("run-system-metrics", f"{run_url}/system-metrics")] if "system" in groups else []

@@ -371,8 +371,8 @@ def record_choice(run: TrackedRun, choice: PredictorChoice, best_epoch: int) -> 
                     **{f"predictor.head_weight.{m}": round(w, 4) for m, w in chosen.heads.items()}})
     run.log_table({key: [row[key] if key != "head_weights" else json.dumps(row[key]) for row in choice.table]
                    for key in (choice.table[0] if choice.table else {})}, "predictor/candidates.json")
-    # MLflow metric names take no '+': fused+late:equal is logged as predictor/fused_late:equal/...
-    run.log_metrics({f"predictor/{row['candidate'].replace('+', '_')}/val_balanced_accuracy":
+    # log_metrics makes names MLflow takes: fused+late:equal is logged as predictor/fused_late:equal/...
+    run.log_metrics({f"predictor/{row['candidate']}/val_balanced_accuracy":
                      row["val_balanced_accuracy"] for row in choice.table}, step=best_epoch)
 
 

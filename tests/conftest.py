@@ -15,6 +15,7 @@ import soundfile
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
+RESMM = str(Path(sys.executable).parent / "resmm")  # the console script `make test` installs (pip install -e .)
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 

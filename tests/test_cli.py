@@ -2,11 +2,8 @@
 mistake; `python jobs/<job>.py` still works for `ray job submit`."""
 import subprocess
 import sys
-from pathlib import Path
 
-from tests.conftest import REPO
-
-RESMM = str(Path(sys.executable).parent / "resmm")  # the console script `make test` installs
+from tests.conftest import REPO, RESMM
 
 
 def run(*args: str, cwd=None) -> subprocess.CompletedProcess:

@@ -43,3 +43,21 @@ def test_every_page_is_in_the_site_navigation_and_the_site_builds(tmp_path):
                            env={"PATH": "/usr/bin:/bin", "NO_MKDOCS_2_WARNING": "1", "HOME": str(tmp_path)})
     assert built.returncode == 0, built.stderr[-3000:]
     assert (tmp_path / "site" / "configuration" / "index.html").exists()
+
+
+def _measured_numbers(text: str) -> set[str]:
+    """The decimals and thousands in `text` (0.929, 12,022, 3.8), the figures a results table is made of."""
+    return set(re.findall(r"\d+[.,]\d+", text))
+
+
+def test_no_docs_page_repeats_a_results_table():
+    """Results live in benchmarks/results/; a page that copied a table would go stale when the table is
+    re-measured. A docs table row whose two or more figures all appear in one results file is such a copy."""
+    results = {path.name: _measured_numbers(path.read_text()) for path in (REPO / "benchmarks/results").glob("*.md")}
+    copies = []
+    for page in DOCS.glob("*.md"):
+        for line in page.read_text().splitlines():
+            figures = _measured_numbers(line) if line.startswith("|") else set()
+            if len(figures) >= 2 and any(figures <= numbers for numbers in results.values()):
+                copies.append(f"{page.name}: {line[:80]}")
+    assert not copies, copies

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -155,11 +156,21 @@ def _param_text(value) -> str:
     return text[:_MAX_PARAM_CHARS]
 
 
+# MLflow takes letters, digits and `_-. :/` in a metric name; a class or candidate name may hold anything else.
+_NOT_IN_METRIC_NAME = re.compile(r"[^\w\-. :/]")
+
+
+def metric_name(name: str) -> str:
+    """`name` with every character MLflow refuses in a metric name replaced by '_' (`fed_rows/T&C` → `fed_rows/T_C`,
+    `predictor/fused+late:equal/…` → `predictor/fused_late:equal/…`)."""
+    return _NOT_IN_METRIC_NAME.sub("_", str(name))
+
+
 def log_metrics(tracking_uri: str, run_id: str, metrics: dict, step: int) -> None:
     """Log the scalar entries of `metrics` under the names given (non-scalars such as confusion matrices are
     skipped). Names are grouped with '/' (`val/accuracy`, `quarantine/null_label`) so the UI sections them."""
     scalars = {
-        k: float(v)
+        metric_name(k): float(v)
         for k, v in metrics.items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
     }

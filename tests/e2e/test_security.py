@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO
+from tests.conftest import RESMM
 from tests.e2e.conftest import BIN, free_port, running_service, service_env
 
 pytestmark = pytest.mark.e2e
@@ -64,8 +64,11 @@ def job_env(tracking_uri: str, s3_endpoint: str, **overrides) -> dict:
 
 
 def run_train(args: list[str], env: dict, timeout_s: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "jobs/train.py", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout_s)
+    """`resmm train …` as a person types it, from a directory outside the checkout: the installed command alone
+    trains and registers."""
+    with tempfile.TemporaryDirectory() as elsewhere:
+        return subprocess.run([RESMM, "train", *args], cwd=elsewhere, env=env, capture_output=True, text=True,
+                              timeout=timeout_s)
 
 
 @pytest.fixture(scope="module")

@@ -56,3 +56,11 @@ def test_an_open_run_beats_and_ends_finished(store, monkeypatch):
         later = float(MlflowClient(store).get_run(run.run_id).data.tags[runs.HEARTBEAT_TAG])
     assert later > first
     assert MlflowClient(store).get_run(run.run_id).info.status == "FINISHED"
+
+
+def test_metric_names_a_class_chose_are_logged_under_a_name_mlflow_takes(store):
+    """Per-class charts are named by the user's class names, which may hold characters MLflow refuses."""
+    run_id, _ = runs.start_run(store, "exp", None, {}, {}, runs.run_key("cfg", "data"))
+    runs.log_metrics(store, run_id, {"fed_rows/T-shirt/top": 3, "fed_rows/a&b+c": 4, "fed_rows/ünï": 5}, step=0)
+    logged = MlflowClient(store).get_run(run_id).data.metrics
+    assert logged == {"fed_rows/T-shirt/top": 3.0, "fed_rows/a_b_c": 4.0, "fed_rows/ünï": 5.0}
