@@ -40,13 +40,14 @@ def feed_only(config: dict) -> list[dict]:
     import torch
 
     from resmm.data.feed import fed_batches
+    from resmm.modalities.transforms import WorkerTransforms
 
     shard = ray.train.get_dataset_shard("train")
     epochs = []
     for epoch in range(config["epochs"]):
         started, rows = time.time(), 0
         for batch in fed_batches(shard, BATCH, "cpu", None, 1.0, torch.Generator(), shuffle_seed=epoch,
-                                 spec=config["spec"]):
+                                 expand=WorkerTransforms(config["spec"]).expand):
             rows += len(batch["label"])
         epochs.append({"epoch": epoch + 1, "start": started, "end": time.time(), "rows": rows})
     return epochs

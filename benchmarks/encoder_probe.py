@@ -28,13 +28,13 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from resmm.baselines import reference  # noqa: E402
 from resmm.config import load_config  # noqa: E402
-from resmm.data.batch import PreprocessSpec  # noqa: E402
+from resmm.modalities.spec import PreprocessSpec  # noqa: E402
 from resmm.datasets import demo, stamps  # noqa: E402
 from resmm.modalities.audio import AUDIO  # noqa: E402
 from resmm.modalities.image import IMAGE  # noqa: E402
 from resmm.modalities.text import TEXT  # noqa: E402
 from resmm.modalities import MODALITIES  # noqa: E402
-from resmm.models import builders, encoders  # noqa: E402
+from resmm.models import encoders, fusion  # noqa: E402
 
 
 class EncoderClassifier(nn.Module):
@@ -43,7 +43,7 @@ class EncoderClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, embed_dim: int, num_classes: int):
         super().__init__()
         self.encoder = encoder
-        self.head = builders.classifier_head(embed_dim, num_classes, dropout=0.1)
+        self.head = fusion.classifier_head(embed_dim, num_classes, dropout=0.1)
 
     def forward(self, x):
         return self.head(self.encoder(x))

@@ -25,7 +25,7 @@ BATCH = 64  # rows per delivered batch, every feed
 
 
 def default_spec(classes):
-    from resmm.data.batch import PreprocessSpec
+    from resmm.modalities.spec import PreprocessSpec
 
     from resmm.config import DataConfig
 
@@ -111,6 +111,7 @@ def feed_resmm(job: dict) -> list[dict]:
     from pipelines.runtime import configure_data_context, connect_ray
     from resmm.config import load_config
     from resmm.data.feed import fed_batches
+    from resmm.modalities.transforms import WorkerTransforms
 
     connect_ray()
     cfg = load_config(None, list(job.get("overrides", [])))
@@ -124,7 +125,7 @@ def feed_resmm(job: dict) -> list[dict]:
             validation = _fill(job["files"], spec, job["cache"])
         dataset = read_cached_split(list(validation.entries), job["cache"], spec, validation=None, val_fraction=0.1)
         return fed_batches(dataset, BATCH, "cpu", None, 1.0, torch.Generator(), shuffle_seed=epoch,
-                           prefetch_batches=cfg.data.prefetch_batches, spec=spec)
+                           prefetch_batches=cfg.data.prefetch_batches, expand=WorkerTransforms(spec).expand)
 
     records = epochs_of(batches, job["epochs"], Resampler(job["class_counts"]))
     records[0]["start"] = filled_at
@@ -140,6 +141,7 @@ def feed_resmm_cache_off(job: dict) -> list[dict]:
     from pipelines.runtime import configure_data_context, connect_ray
     from resmm.config import load_config
     from resmm.data.feed import fed_batches
+    from resmm.modalities.transforms import WorkerTransforms
 
     connect_ray()
     cfg = load_config(None, list(job.get("overrides", [])))
@@ -149,7 +151,7 @@ def feed_resmm_cache_off(job: dict) -> list[dict]:
 
     def batches(epoch):
         return fed_batches(dataset, BATCH, "cpu", None, 1.0, torch.Generator(), shuffle_seed=epoch,
-                           prefetch_batches=cfg.data.prefetch_batches, spec=spec)
+                           prefetch_batches=cfg.data.prefetch_batches, expand=WorkerTransforms(spec).expand)
 
     return epochs_of(batches, job["epochs"], Resampler(job["class_counts"]))
 
@@ -174,7 +176,7 @@ def feed_dataloader(job: dict) -> list[dict]:
     import pyarrow.parquet as pq
     import torch.utils.data
 
-    from resmm.data.batch import BatchPreprocessor
+    from resmm.modalities.spec import BatchPreprocessor
 
     spec = default_spec(job["classes"])
 
@@ -198,10 +200,11 @@ def feed_dataloader_on_cache(job: dict) -> list[dict]:
     import torch.utils.data
 
     from pipelines.feature_cache import unpack_entries
-    from resmm.data.cache import Layout, expand_batch
+    from resmm.modalities.compact import layout_of
+    from resmm.modalities.transforms import expand_batch
 
     spec = default_spec(job["classes"])
-    layout = Layout.of(spec)
+    layout = layout_of(spec)
 
     class Cached(_Units, torch.utils.data.IterableDataset):
         def __iter__(self):
@@ -222,7 +225,7 @@ def feed_hf_datasets(job: dict) -> list[dict]:
     import numpy as np
     import torch.utils.data
 
-    from resmm.data.batch import BatchPreprocessor
+    from resmm.modalities.spec import BatchPreprocessor
 
     spec = default_spec(job["classes"])
     preprocess = BatchPreprocessor(spec)
@@ -259,7 +262,7 @@ def feed_petastorm(job: dict) -> list[dict]:
     from petastorm import make_batch_reader
     from petastorm.transform import TransformSpec
 
-    from resmm.data.batch import BatchPreprocessor
+    from resmm.modalities.spec import BatchPreprocessor
 
     spec = default_spec(job["classes"])
     preprocess = BatchPreprocessor(spec)

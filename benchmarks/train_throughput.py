@@ -62,7 +62,7 @@ def timed_epoch(batches, step) -> tuple[int, float, float, float]:
 
 def decoded_in_memory(files: list, spec, pin: bool) -> dict:
     """In memory: every row decoded once, before the clock starts."""
-    from resmm.data.batch import BatchPreprocessor
+    from resmm.modalities.spec import BatchPreprocessor
 
     preprocess = BatchPreprocessor(spec)
     parts = [preprocess({c: t.column(c) for c in t.column_names}) for t in
@@ -80,7 +80,7 @@ def medians(runs: list[dict]) -> dict:
 
 def training_step(cfg, spec, device, counts: list[int], amp: bool):
     """A fresh model, AdamW and loss, as a worker builds them; returns one optimizer step over a batch."""
-    from resmm.models.builders import build_model
+    from resmm.modalities.network import build_model
     from resmm.train.loop import Precision, train_step
     from resmm.train.losses import LongTailLoss
     from resmm.train.objectives import total_loss
@@ -128,6 +128,7 @@ def cached_stream(data_dir: Path, files: list, spec, cache_dir: str, held_cpus: 
 def measure(args, cfg, spec, device, counts: list[int], streamed, tensors: dict) -> dict[str, list]:
     """Each run trains a fresh model on each feed in turn (interleaved); one record per run and feed."""
     from resmm.data.feed import fed_batches
+    from resmm.modalities.transforms import WorkerTransforms
 
     results: dict[str, list] = {"streaming": [], "in_memory": []}
     for run in range(args.runs):
@@ -139,7 +140,8 @@ def measure(args, cfg, spec, device, counts: list[int], streamed, tensors: dict)
                 generator = torch.Generator().manual_seed(epoch)
                 if feed == "streaming":  # exactly what a Ray Train worker iterates (resmm.train.loop)
                     batches = fed_batches(streamed, BATCH, device, None, 1.0, generator, shuffle_seed=epoch,
-                                          prefetch_batches=cfg.data.prefetch_batches, spec=spec)
+                                          prefetch_batches=cfg.data.prefetch_batches,
+                                          expand=WorkerTransforms(spec).expand)
                 else:
                     batches = in_memory_batches(tensors, device, generator)
                 r, s, w, first = timed_epoch(batches, step)

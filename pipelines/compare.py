@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from pipelines.training import run_training
-from resmm.baselines.reference import EPOCHS, REFERENCE_MODELS, train_reference
+from resmm.baselines.reference import EPOCHS, train_reference
 from resmm.config import ConfigError, load_config
 from resmm.modalities import MODALITIES
 from resmm.train.robustness import mean_pattern_accuracy
@@ -73,7 +73,7 @@ def run_reference(base_config: str | None, base_overrides: list[str], epochs: in
     progress(f"[compare] reference: one model per modality, {epochs} epochs each, late fusion")
     result = train_reference(cfg, epochs=epochs, progress=progress)
     rows = [
-        reference_row(f"reference: {REFERENCE_MODELS[m][0]}", m, "-", scores, scores["train_time_s"], cfg,
+        reference_row(f"reference: {MODALITIES[m].reference.name}", m, "-", scores, scores["train_time_s"], cfg,
                       all_rows=scores["all_rows"], train_rows=scores["train_rows"])
         for m, scores in result["unimodal"].items()
     ]

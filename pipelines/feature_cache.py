@@ -17,10 +17,12 @@ from ray.data._internal.datasource_v2.common.synthesized_columns import _compute
 
 from pipelines.ingest import ROW_HASH, file_list_reader
 from pipelines.verdicts import Rules, decode_modalities, row_labels, verdict_table
-from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells
 from resmm.data.cache import (Layout, column_array, decode_versions, entry_key, entry_path, entry_part,
                               read_verified, write_entry)
+from resmm.data.cells import column_cells
 from resmm.data.split import buckets_of, in_validation, split_keys
+from resmm.modalities.compact import compact_batch, decode_sources, layout_of
+from resmm.modalities.spec import BatchPreprocessor, PreprocessSpec
 from resmm.sources.shards import arrow_filesystem, open_filesystem
 
 CACHE_STATE = "cache_state"  # verdict column of a filled shard: built, rebuilt or reused
@@ -37,7 +39,7 @@ class CacheTarget:
 
     @classmethod
     def at(cls, url: str) -> "CacheTarget":
-        return cls(url.rstrip("/"), decode_versions())
+        return cls(url.rstrip("/"), decode_versions(decode_sources()))
 
     def entry(self, shard, spec: PreprocessSpec, group_column: str | None) -> tuple[object, str, str]:
         """(cache filesystem, entry path, key) of one shard."""
@@ -60,7 +62,7 @@ def fill_shard(shard, spec: PreprocessSpec, rules: Rules, target: CacheTarget, b
     else:
         state = "built" if problem == "missing" else "rebuilt"
         slices: list[pa.Table] = []
-        layout = Layout.of(spec)
+        layout = layout_of(spec)
         size = write_entry(fs, path, decoded_parts(shard, spec, layout, rules, batch_rows, slices), key,
                            shard.num_rows, layout)
         verdicts = pa.concat_tables(slices) if slices else verdict_table(
@@ -89,7 +91,8 @@ def decoded_parts(shard, spec: PreprocessSpec, layout: Layout, rules: Rules, bat
             buckets = buckets_of(split_keys(table, rules.group_column))
             verdicts.append(verdict_table(row_hashes, [shard.path] * rows, sample_ids, labels, buckets, pattern,
                                           events, rules))
-            yield entry_part(row_hashes, sample_ids, labels, buckets, pattern, events, values, spec, layout)
+            yield entry_part(row_hashes, sample_ids, labels, buckets, pattern, events, compact_batch(values, spec),
+                             layout)
 
 
 def fill_stage(batch: dict, *, shards, spec: PreprocessSpec, rules: Rules, target: CacheTarget,
@@ -141,6 +144,6 @@ def read_cached_split(entries: list[str], cache_url: str, spec: PreprocessSpec, 
                                         override_num_blocks=len(entries))
     return dataset.map_batches(
         unpack_entries, batch_format="pyarrow", batch_size=None,
-        fn_kwargs={"spec": spec, "layout": Layout.of(spec), "validation": validation, "val_fraction": val_fraction,
+        fn_kwargs={"spec": spec, "layout": layout_of(spec), "validation": validation, "val_fraction": val_fraction,
                    "quarantined": quarantined if quarantined is not None else np.zeros(0, np.uint64)},
     )

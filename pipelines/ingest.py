@@ -13,7 +13,7 @@ import pyarrow as pa
 import ray.data
 
 from resmm.sources.contract import ContractError, check_schema, label_kind
-from resmm.data.batch import BatchPreprocessor, PreprocessSpec
+from resmm.modalities.spec import BatchPreprocessor, PreprocessSpec
 from resmm.data.split import select_split
 from resmm.sources.shards import Shard, ShardError, arrow_filesystem, list_parquet_files, read_footers
 

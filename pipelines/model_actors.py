@@ -76,7 +76,7 @@ class PatternEvaluator:
         self.split = job_split()
         self.model = _load(model_uri, tracking_uri)
         # Imported only now: the model's bundled resmm (first on sys.path after loading) is the one in use.
-        from resmm.data.batch import label_name
+        from resmm.data.cells import label_name
         from resmm.train.robustness import pattern_name, presence_patterns
 
         self.label_name, self.pattern_name = label_name, pattern_name

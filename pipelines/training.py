@@ -17,14 +17,15 @@ from pipelines.runtime import configure_data_context, connect_ray
 from pipelines.validation import Rules, Validation, validate_source, write_quarantine
 from resmm.config import Config, ConfigError
 from resmm.sources.contract import resolve_classes
-from resmm.data.batch import PreprocessSpec
-from resmm.data.cache import CacheStats, cache_url, expand_batch
+from resmm.modalities.spec import PreprocessSpec
+from resmm.data.cache import CacheStats, cache_url
+from resmm.modalities.transforms import expand_batch
 from resmm.data.feed import STALL_MESSAGE, FeedStalled, within_deadline
 from resmm.data.lengths import LengthChoice
 from resmm.modalities import resolve_lengths
 from resmm.datasets import demo
 from resmm.sources.fingerprint import data_fingerprint
-from resmm.models.builders import build_model
+from resmm.modalities.network import build_model
 from resmm.models.pretrained import pretrained_preprocessing
 from resmm.sources.quarantine import QuarantineReport
 from resmm.console import progress_bar, say

@@ -22,9 +22,9 @@ import ray.data
 from pipelines.feature_cache import CACHE_BYTES, CACHE_STATE, CacheTarget, fill_entries
 from pipelines.ingest import ROW_HASH, Source, read_source, row_parts, without_files
 from pipelines.verdicts import Rules, inspect_batch
-from resmm.data.batch import PreprocessSpec
+from resmm.modalities import modality_faults
+from resmm.modalities.spec import PreprocessSpec
 from resmm.data.cache import CacheStats
-from resmm.data.decoded import MODALITY_FAULTS
 from resmm.sources.contract import check_group_column
 from resmm.sources.profile import DataProfile
 from resmm.sources.quarantine import DUPLICATE_SAMPLE_ID, QuarantineReport, later_duplicates
@@ -55,9 +55,10 @@ class _Verdicts:
         for row_hash, reason in zip(row_hashes[~clean].tolist(), (r for r in reasons if r is not None)):
             self.quarantined[row_hash] = reason
             self.report.rows[reason] += 1
+        faults = modality_faults()
         for cell, ok in zip(batch.column("events").to_pylist(), clean):
             for event in (cell.split(",") if cell and ok else ()):
-                (self.report.modalities_marked_missing if event in MODALITY_FAULTS
+                (self.report.modalities_marked_missing if event in faults
                  else self.report.input_limits)[event] += 1
         keys = zip(batch.column("is_val").to_pylist(), batch.column("label").to_pylist(),
                    batch.column("pattern").to_pylist())

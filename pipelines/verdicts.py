@@ -7,7 +7,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipelines.ingest import ROW_HASH
-from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells, label_name
+from resmm.data.cells import column_cells, label_name
+from resmm.modalities.spec import BatchPreprocessor, PreprocessSpec
 from resmm.data.split import buckets_of, in_validation, split_keys
 from resmm.sources.quarantine import id_hashes, row_faults
 

@@ -9,22 +9,18 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from resmm.data.resample import RESAMPLERS
+from resmm.choices import FUSION_NAMES, IMPUTER_NAMES, LOSS_NAMES, NORM_NAMES, RENAMED_IMPUTERS, RESAMPLER_NAMES
 from resmm.modalities import MODALITIES as MODALITY_RECORDS, nest_flat_keys
-from resmm.models.builders import FUSIONS
-from resmm.models.encoders import NORMS
-from resmm.models.imputation import IMPUTERS, RENAMED_IMPUTERS
 from resmm.sources.contract import GROUP_COLUMN
-from resmm.train.losses import LOSSES
 
 MODALITIES = tuple(MODALITY_RECORDS)
 ModalityName = Literal[MODALITIES]
-# Each family's names come from its registry, so a new fusion, imputer, loss or resampler is one dict entry.
-FusionName = Literal[tuple(FUSIONS)]
-NormName = Literal[tuple(NORMS)]
-ImputerName = Literal[tuple(IMPUTERS)]
-ResamplerName = Literal[("auto", *RESAMPLERS)]  # auto: chosen from the profile (resmm/train/recipe.py)
-LossName = Literal[("auto", *LOSSES)]
+# Each family's names, as its registry keys them (resmm/choices.py: without importing torch).
+FusionName = Literal[FUSION_NAMES]
+NormName = Literal[NORM_NAMES]
+ImputerName = Literal[IMPUTER_NAMES]
+ResamplerName = Literal[("auto", *RESAMPLER_NAMES)]  # auto: chosen from the profile (resmm/train/recipe.py)
+LossName = Literal[("auto", *LOSS_NAMES)]
 
 
 class ConfigError(ValueError):
@@ -267,12 +263,12 @@ class Config(_Section):
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
 
     @model_validator(mode="after")
-    def _pretrained_text_tower_brings_its_tokenizer(self) -> "Config":
-        """model.encoders.text=hf:<source> tokenizes with that tower's tokenizer unless another hf one is named."""
-        chosen = self.model.encoders.get("text", "")
-        text = getattr(self.data, "text", None)
-        if chosen.startswith("hf:") and text is not None and text.tokenizer == "hashed":
-            self.data.text.__dict__["tokenizer"] = chosen
+    def _settings_follow_the_chosen_encoders(self) -> "Config":
+        """Each modality's settings as its chosen encoder needs them (an hf text tower brings its tokenizer)."""
+        for name, record in MODALITY_RECORDS.items():
+            if record.follow_encoder is not None and hasattr(self.data, name):
+                self.data.__dict__[name] = record.follow_encoder(getattr(self.data, name),
+                                                                 self.model.encoders.get(name))
         return self
 
     def flat(self) -> dict[str, Any]:

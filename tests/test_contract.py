@@ -6,7 +6,7 @@ import pytest
 from pipelines.ingest import scan_source
 from pipelines.validation import Rules, validate_source
 from resmm.config import load_config
-from resmm.data.batch import PreprocessSpec
+from resmm.modalities.spec import PreprocessSpec
 from resmm.sources.contract import check_group_column, resolve_classes
 from resmm.sources.contract import ContractError
 from resmm.sources.shards import ShardError

@@ -15,8 +15,8 @@ import yaml
 from mlflow.exceptions import MlflowException
 
 from resmm.config import load_config
-from resmm.data.batch import PreprocessSpec
-from resmm.models.builders import build_model
+from resmm.modalities.spec import PreprocessSpec
+from resmm.modalities.network import build_model
 from resmm.models.predictor import Predictor
 from resmm.tracking import registry
 from resmm.tracking.pyfunc_model import UNREADABLE

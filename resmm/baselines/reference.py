@@ -2,8 +2,9 @@
 on its own rows, fused late by summing log-probabilities. It sees resmm's decoded tensors and its exact split.
 
 The recipe is fixed, not tuned: Adam (lr 1e-3), batch 64, class-balanced sampling, plain cross-entropy,
-12 epochs. Image and audio (the log-mel spectrogram as a 1-channel image) go through a 3-block CNN,
-text through a mean EmbeddingBag over resmm's hashed token ids.
+12 epochs. Each modality's model is the one its record names (`Modality.reference`, resmm/models/reference.py):
+image and audio (the log-mel spectrogram as a 1-channel image) go through a 3-block CNN, text through a mean
+EmbeddingBag over resmm's hashed token ids.
 
 Rows are read the way resmm's validation stage reads them: unreadable files are skipped, rows with a null or
 duplicate `sample_id`, a null label or a label outside `data.classes` are dropped. One difference: of several
@@ -25,8 +26,9 @@ from torch import nn
 from torch.utils.data import BatchSampler, WeightedRandomSampler
 
 from resmm.sources.contract import check_group_column, check_schema, resolve_classes
-from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells, label_name
-from resmm.modalities import resolve_lengths
+from resmm.data.cells import column_cells, label_name
+from resmm.modalities.spec import BatchPreprocessor, PreprocessSpec
+from resmm.modalities import MODALITIES, resolve_lengths
 from resmm.data.split import buckets_of, in_validation, split_keys
 from resmm.datasets import demo
 from resmm.sources.shards import ShardError, list_parquet_files, read_footers
@@ -36,7 +38,6 @@ from resmm.train.robustness import pattern_name, presence_patterns
 EPOCHS = 12
 BATCH_ROWS = 64
 LR = 1e-3
-TEXT_EMBED_DIM = 64
 THREADS = 2  # torch threads while the reference trains (restored after), so its wall time means the same anywhere
 EVAL_BATCH_ROWS = 512
 HEADLINE = ("unimodal: validation rows where the modality is present (as resmm's val_head_<m>_*), with `all_rows` "
@@ -45,63 +46,9 @@ HEADLINE = ("unimodal: validation rows where the modality is present (as resmm's
             "with only the pattern's modalities shown (as resmm's robustness patterns)")
 
 
-# --- models -------------------------------------------------------------------------------------------------
-
-
-def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels), nn.ReLU(), nn.MaxPool2d(2)
-    )
-
-
-class SmallCNN(nn.Module):
-    """3 x (conv 3x3 -> BatchNorm -> ReLU -> max-pool 2), global average pool, linear classifier."""
-
-    def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, ...] = (32, 64, 128)):
-        super().__init__()
-        channels = (in_channels, *widths)
-        self.blocks = nn.Sequential(*(conv_block(a, b) for a, b in zip(channels[:-1], channels[1:])))
-        self.classifier = nn.Linear(widths[-1], num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.blocks(x)  # (B, 128, H/8, W/8)
-        return self.classifier(features.mean(dim=(2, 3)))  # (B, K)
-
-
-class SpectrogramCNN(nn.Module):
-    """The image CNN on a log-mel spectrogram, read as a 1-channel (n_mels, frames) image."""
-
-    def __init__(self, num_classes: int):
-        super().__init__()
-        self.cnn = SmallCNN(1, num_classes)
-
-    def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
-        return self.cnn(spectrogram.unsqueeze(1))  # (B, n_mels, T) -> (B, 1, n_mels, T) -> (B, K)
-
-
-class BagOfTokens(nn.Module):
-    """Mean of the token embeddings (padding id 0 left out of the mean), then a linear classifier."""
-
-    def __init__(self, vocab_buckets: int, num_classes: int, embed_dim: int = TEXT_EMBED_DIM):
-        super().__init__()
-        self.bag = nn.EmbeddingBag(vocab_buckets, embed_dim, mode="mean", padding_idx=0)
-        self.classifier = nn.Linear(embed_dim, num_classes)
-
-    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.bag(token_ids))  # (B, T) -> (B, D) -> (B, K)
-
-
-# modality -> (name in reports, builder(settings, num_classes)): the models a user would write by hand.
-REFERENCE_MODELS = {
-    "image": ("image CNN", lambda settings, k: SmallCNN(settings.channels, k)),
-    "text": ("text EmbeddingBag", lambda settings, k: BagOfTokens(settings.vocab_buckets, k)),
-    "audio": ("audio CNN", lambda settings, k: SpectrogramCNN(k)),
-}
-
-
 def build_reference_model(modality: str, spec: PreprocessSpec) -> nn.Module:
-    _, build = REFERENCE_MODELS[modality]
-    return build(spec.settings[modality], len(spec.classes))
+    """The modality record's reference model (`Modality.reference`: what a user would write by hand)."""
+    return MODALITIES[modality].reference.build(spec.settings[modality], len(spec.classes))
 
 
 # --- data ---------------------------------------------------------------------------------------------------
@@ -298,8 +245,9 @@ def score_reference(cfg, train: dict, val: dict, classes: list[str], epochs: int
     log_probs, unimodal = {}, {}
     for m in spec.modalities:
         rows = np.flatnonzero(train[f"{m}_present"] > 0)
-        if len(rows) == 0:
-            progress(f"[reference] {m}: no training row has it; left out")
+        if len(rows) == 0 or MODALITIES[m].reference is None:
+            progress(f"[reference] {m}: " + ("no training row has it" if len(rows) == 0 else
+                                             "its modality record names no reference model") + "; left out")
             continue
         model_started = time.perf_counter()
         torch.manual_seed(cfg.train.seed)

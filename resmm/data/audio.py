@@ -10,7 +10,11 @@ import scipy.fft
 import soundfile
 from scipy.signal import firwin, resample_poly
 
-from resmm.data.decoded import AUDIO_EMPTY_OR_NAN, AUDIO_TRUNCATED, AUDIO_UNDECODABLE, DecodeError, Decoded, decode_cells
+from resmm.data.decoded import DecodeError, Decoded, decode_cells
+
+AUDIO_UNDECODABLE = "audio_undecodable"  # faults
+AUDIO_EMPTY_OR_NAN = "audio_empty_or_nan"
+AUDIO_TRUNCATED = "audio_truncated"  # an input limit
 
 _FRAME_SECONDS = 0.032
 _HOP_SECONDS = 0.016

@@ -18,7 +18,8 @@ Columns of an entry (one row per source row, in source order):
     events        string   comma-joined decode faults and input limits of the row, or null
     <modality>    fixed-size binary: the row's compact values (image uint8 C×H×W, tokens uint16, log-mel fp16)
 
-Casting and normalising back to model inputs (`expand_batch`) runs on the training worker, on its device.
+What each modality stores and how it is widened back to model inputs (on the training worker, on its device)
+is the modality's own business (resmm/modalities/compact.py); this module takes the compact arrays as given.
 """
 from __future__ import annotations
 
@@ -35,25 +36,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from resmm.data.batch import PreprocessSpec
-from resmm.modalities import MODALITIES
-
 CACHE_FORMAT = 1
-# The modules whose code shapes a stored value (decoded features, split buckets): a change to any of them
-# changes every key.
-_DECODE_SOURCES = ("data/decoded.py", "data/image.py", "data/audio.py", "data/text.py", "data/batch.py",
-                   "data/cache.py", "data/split.py", "modalities/image.py", "modalities/audio.py",
-                   "modalities/text.py")
 _LIBRARIES = ("numpy", "pillow", "soundfile", "scipy", "pyarrow", "tokenizers")  # tokenizers: hf text tokenizers
 _META_KEY = b"resmm.cache"
 
 
-def decode_versions() -> dict:
-    """The versions a decoded value depends on: this format, a digest of the decode code, the libraries."""
-    package = Path(__file__).resolve().parents[1]
+def decode_versions(sources: Iterable[Path]) -> dict:
+    """The versions a decoded value depends on: this format, a digest of the code in `sources` (the files whose
+    code shapes a stored value, resmm.modalities.compact.decode_sources), the libraries."""
     code = hashlib.sha256()
-    for name in _DECODE_SOURCES:
-        code.update((package / name).read_bytes())
+    for path in sorted({Path(p).resolve() for p in sources}):
+        code.update(path.read_bytes())
     versions = {"format": CACHE_FORMAT, "code": code.hexdigest()[:16]}
     for library in _LIBRARIES:
         try:
@@ -66,7 +59,7 @@ def decode_versions() -> dict:
     return versions
 
 
-def entry_key(shard, spec: PreprocessSpec, versions: dict, group_column: str | None) -> str:
+def entry_key(shard, spec, versions: dict, group_column: str | None) -> str:
     """sha256 over the shard's identity, the preprocessing of every modality read, the group column that keyed
     the split buckets, and the decode versions."""
     identity = {
@@ -87,34 +80,19 @@ def entry_path(root: str, shard, key: str) -> str:
 
 @dataclass(frozen=True)
 class Layout:
-    """How each modality's values are stored: dtype and per-row shape of the compact array."""
+    """How each modality's values are stored: dtype and per-row shape of the compact array
+    (resmm.modalities.compact.layout_of)."""
 
     shapes: dict  # modality -> (shape tuple, numpy dtype name)
-
-    @classmethod
-    def of(cls, spec: PreprocessSpec) -> "Layout":
-        shapes = {}
-        for m in spec.modalities:
-            probe = compact_values(m, np.zeros((1, *spec.input_shape(m)), np.float32), spec)
-            shapes[m] = (tuple(spec.input_shape(m)), probe.dtype.name)
-        return cls(shapes)
 
     def row_bytes(self, modality: str) -> int:
         shape, dtype = self.shapes[modality]
         return int(np.prod(shape)) * np.dtype(dtype).itemsize
 
 
-def compact_values(modality: str, values: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """Decoded (N, ...) float32/int64 values -> the compact array the entry stores (the record's `compact`)."""
-    record = MODALITIES[modality]
-    if record.compact is None:
-        return np.ascontiguousarray(values)
-    return np.ascontiguousarray(record.compact(values, spec.settings[modality]))
-
-
 def entry_part(row_hashes: np.ndarray, sample_ids: list, labels: list, buckets: np.ndarray, pattern: np.ndarray,
-               events: list, values: dict, spec: PreprocessSpec, layout: Layout) -> pa.Table:
-    """One slice of an entry (the columns in the module docstring) from decoded values."""
+               events: list, compact: dict, layout: Layout) -> pa.Table:
+    """One slice of an entry (the columns in the module docstring) from each modality's compact values."""
     columns = {
         "row_hash": pa.array(row_hashes, pa.uint64()),
         "sample_id": pa.array([None if s is None else str(s) for s in sample_ids], pa.string()),
@@ -123,11 +101,9 @@ def entry_part(row_hashes: np.ndarray, sample_ids: list, labels: list, buckets: 
         "pattern": pa.array(pattern, pa.int8()),
         "events": pa.array(events, pa.string()),
     }
-    for m in spec.modalities:
-        compact = compact_values(m, values[m], spec)
-        width = layout.row_bytes(m)
-        columns[m] = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(compact),
-                                                          [None, pa.py_buffer(compact.tobytes())])
+    for m, values in compact.items():
+        columns[m] = pa.FixedSizeBinaryArray.from_buffers(pa.binary(layout.row_bytes(m)), len(values),
+                                                          [None, pa.py_buffer(values.tobytes())])
     return pa.table(columns)
 
 
@@ -194,22 +170,6 @@ def read_verified(fs, path: str, key: str, rows: int, columns: list[str] = ()) -
     except (OSError, ValueError, pa.ArrowException, json.JSONDecodeError) as exc:
         return f"unreadable: {str(exc).splitlines()[0][:200]}", None
     return None, pa.concat_tables(groups) if groups else None
-
-
-def expand_batch(batch: dict, spec: PreprocessSpec) -> dict:
-    """Compact tensors -> model inputs on the batch's device (uint8 pixels normalised, fp16 and uint16 widened);
-    values of absent rows become zeros, as a fresh decode leaves them. Batches already in model form (a feed
-    that decodes, the pyfunc) pass through unchanged."""
-    out = dict(batch)
-    for m in spec.modalities:
-        record = MODALITIES[m]
-        values = batch[m]
-        expanded = values if record.expand is None else record.expand(values, spec.settings[m])
-        if expanded is values:  # already a model input
-            continue
-        present = batch[f"{m}_present"].to(expanded.dtype).reshape(-1, *([1] * (expanded.dim() - 1)))
-        out[m] = expanded * present
-    return out
 
 
 @dataclass

@@ -5,16 +5,9 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-# Faults: the modality's bytes are unusable, so the row keeps going with that modality marked missing.
-IMAGE_UNDECODABLE = "image_undecodable"
-IMAGE_TOO_LARGE = "image_too_large"
-AUDIO_UNDECODABLE = "audio_undecodable"
-AUDIO_EMPTY_OR_NAN = "audio_empty_or_nan"
-MODALITY_FAULTS = (IMAGE_UNDECODABLE, IMAGE_TOO_LARGE, AUDIO_UNDECODABLE, AUDIO_EMPTY_OR_NAN)
-
-# Input limits: the value is usable but longer than allowed, so it is cut (and counted).
-AUDIO_TRUNCATED = "audio_truncated"
-TEXT_TRUNCATED = "text_truncated"
+# Each row's event is a fault (a DecodeError: the modality's bytes are unusable, so the row keeps going with that
+# modality marked missing; the record lists its fault names) or an input limit (the value is usable but longer
+# than allowed, so it is cut and counted). Each decoder module names its own.
 
 
 class Decoded(NamedTuple):

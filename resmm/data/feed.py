@@ -1,6 +1,7 @@
-"""What the training worker feeds the model each epoch: the streamed rows resampled per class (Poisson copies),
-then augmented, then ModDrop. A row's copies follow from its id and the epoch's seed (`row_id`, which both
-training streams carry); the order of the copies, augmentation and ModDrop come from the epoch's generator."""
+"""What the training worker feeds the model each epoch: the streamed rows resampled per class (Poisson copies);
+augmentation and ModDrop follow in resmm.modalities.transforms. A row's copies follow from its id and the epoch's
+seed (`row_id`, which both training streams carry); the order of the copies, augmentation and ModDrop come from
+the epoch's generator."""
 from __future__ import annotations
 
 import queue
@@ -9,8 +10,6 @@ import threading
 import numpy as np
 import torch
 
-from resmm.data.augment import augment_batch
-from resmm.data.cache import expand_batch
 from resmm.data.resample import drawn_copies, resample_rows, sampling_rates, target_shares
 
 
@@ -89,14 +88,14 @@ def within_deadline(items, seconds: float | None):
 
 
 def fed_batches(shard, batch_size: int, device, rates: torch.Tensor | None, unlabeled_rate: float,
-                generator: torch.Generator, shuffle_seed: int, prefetch_batches: int = 1, spec=None,
+                generator: torch.Generator, shuffle_seed: int, prefetch_batches: int = 1, expand=None,
                 copies_seed: int = 0, trained_before=None, on_drawn=None, stall_seconds: float | None = None):
     """One pass over the worker's shard as full batches of `batch_size` rows (a last partial batch is dropped);
     with `rates`, each streamed row is fed k ~ Poisson(rate[label]) times (see resmm.data.resample).
 
     Rows stream: at most one pulled chunk (PULL_ROWS, or one batch if larger) is buffered; `prefetch_batches`
-    batches' worth of rows are fetched ahead. With `spec`, cached compact features are widened to model inputs on
-    `device` as they arrive (resmm.data.cache.expand_batch).
+    batches' worth of rows are fetched ahead. `expand` (resmm.modalities.transforms.WorkerTransforms.expand) widens
+    each chunk of cached compact features to model inputs on `device` as it arrives.
 
     Rows with a `row_id` draw their copies from it and `copies_seed` (the same on every worker); then
     `trained_before(row_ids)` (copies already trained in this epoch, before a restart) are left out, and
@@ -108,8 +107,8 @@ def fed_batches(shard, batch_size: int, device, rates: torch.Tensor | None, unla
     )
     pending: dict | None = None
     for chunk in within_deadline(chunks, stall_seconds):
-        if spec is not None:
-            chunk = expand_batch(chunk, spec)
+        if expand is not None:
+            chunk = expand(chunk)
         index = fed_index(chunk, rates, unlabeled_rate, generator, copies_seed, trained_before, on_drawn)
         if index is not None:
             chunk = {k: v[index.to(v.device)] for k, v in chunk.items()}
@@ -138,26 +137,3 @@ def fed_index(chunk: dict, rates, unlabeled_rate: float, generator: torch.Genera
         copies = (copies - trained_before(chunk["row_id"])).clamp(min=0)
     index = torch.repeat_interleave(torch.arange(len(copies)), copies)
     return index[torch.randperm(len(index), generator=generator)]
-
-
-def transform_fed_batch(batch: dict, modalities, augment: bool, modality_dropout: float,
-                        generator: torch.Generator) -> dict:
-    """Augmentation (when on), then ModDrop, on one fed batch."""
-    if augment:
-        batch = augment_batch(batch, modalities, generator)
-    return drop_modalities(batch, modalities, modality_dropout, generator)
-
-
-def drop_modalities(batch: dict, modalities, probability: float, generator: torch.Generator) -> dict:
-    """ModDrop (Neverova et al. 2016) at the fusion: hide each present modality from the imputer and the fusion
-    w.p. `probability`, never all of a row's (`<m>_fusion_present`). Its own head still trains on it, since the
-    head sees that modality alone and hiding it would only waste the head's rows."""
-    if probability <= 0 or len(modalities) < 2:
-        return batch
-    present = torch.stack([batch[f"{m}_present"].cpu() > 0.5 for m in modalities], 1)  # (B, M)
-    drop = (torch.rand(present.shape, generator=generator) < probability) & present
-    drop &= (present & ~drop).any(1, keepdim=True)  # a row that would lose everything keeps all
-    out = dict(batch)
-    for i, m in enumerate(modalities):
-        out[f"{m}_fusion_present"] = batch[f"{m}_present"] * (~drop[:, i]).to(batch[f"{m}_present"])
-    return out

@@ -7,7 +7,10 @@ from functools import partial
 import numpy as np
 from PIL import Image
 
-from resmm.data.decoded import IMAGE_TOO_LARGE, IMAGE_UNDECODABLE, DecodeError, Decoded, decode_cells
+from resmm.data.decoded import DecodeError, Decoded, decode_cells
+
+IMAGE_UNDECODABLE = "image_undecodable"  # faults
+IMAGE_TOO_LARGE = "image_too_large"
 
 # Per-channel normalisation to roughly zero mean, unit variance for natural and document images alike.
 _MEAN, _STD = 0.5, 0.25

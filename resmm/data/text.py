@@ -8,7 +8,9 @@ import zlib
 
 import numpy as np
 
-from resmm.data.decoded import TEXT_TRUNCATED, Decoded
+from resmm.data.decoded import Decoded
+
+TEXT_TRUNCATED = "text_truncated"  # an input limit: text has no faults, any string tokenises
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 

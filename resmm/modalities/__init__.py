@@ -1,5 +1,10 @@
-"""The modality registry: name -> record. Adding a modality is one module beside these plus one entry here."""
+"""The modality registry: name -> record. Adding a modality is one record: a module beside these plus one entry
+here, or, without touching resmm, a module of your own package registered under the `resmm.modalities` entry
+point group (`[project.entry-points."resmm.modalities"] vector = "mypackage.vector:VECTOR"`), which every
+process that imports resmm (drivers, Ray workers, the model server) then loads."""
 from __future__ import annotations
+
+from importlib.metadata import entry_points
 
 from resmm.data.lengths import LengthChoice, sample_columns
 from resmm.modalities.audio import AUDIO
@@ -7,9 +12,36 @@ from resmm.modalities.base import Modality, Settings
 from resmm.modalities.image import IMAGE
 from resmm.modalities.text import TEXT
 
-MODALITIES: dict[str, Modality] = {m.name: m for m in (IMAGE, TEXT, AUDIO)}
+PLUGIN_GROUP = "resmm.modalities"
 
-__all__ = ["MODALITIES", "Modality", "Settings", "nest_flat_keys", "resolve_lengths"]
+
+class PluginError(ImportError):
+    """An installed `resmm.modalities` entry point that does not load as a Modality record."""
+
+
+def _plugins() -> list[Modality]:
+    records = []
+    for point in entry_points(group=PLUGIN_GROUP):
+        try:
+            record = point.load()
+        except Exception as exc:  # the plugin's own error, named with where it came from
+            raise PluginError(f"the {PLUGIN_GROUP} entry point {point.name} = {point.value} does not load: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        if not isinstance(record, Modality) or record.name != point.name:
+            raise PluginError(f"the {PLUGIN_GROUP} entry point {point.name} = {point.value} is not a Modality "
+                              f"record named '{point.name}'")
+        records.append(record)
+    return records
+
+
+MODALITIES: dict[str, Modality] = {m.name: m for m in (IMAGE, TEXT, AUDIO, *_plugins())}
+
+__all__ = ["MODALITIES", "Modality", "Settings", "modality_faults", "nest_flat_keys", "resolve_lengths"]
+
+
+def modality_faults() -> frozenset[str]:
+    """Every registered modality's fault names: a row event among them marked its modality missing."""
+    return frozenset(fault for record in MODALITIES.values() for fault in record.faults)
 
 
 def nest_flat_keys(values: dict) -> dict:

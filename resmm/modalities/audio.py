@@ -12,10 +12,11 @@ import numpy as np
 import soundfile
 from pydantic import Field
 
-from resmm.data.audio import decode_audios, read_waveforms, spectrogram_shape
+from resmm.data.audio import (AUDIO_EMPTY_OR_NAN, AUDIO_UNDECODABLE, decode_audios, read_waveforms,
+                              spectrogram_shape)
 from resmm.data.lengths import AUDIO_SECONDS_FALLBACK, audio_durations, choose_audio_seconds
-from resmm.modalities.base import (AutoLength, Encoder, Modality, RNNOptions, Settings, TransformerOptions,
-                                   binary_column)
+from resmm.modalities.base import (AutoLength, Encoder, Modality, Reference, RNNOptions, Settings,
+                                   TransformerOptions, binary_column)
 
 if TYPE_CHECKING:  # torch is imported on use: the CPU decode tasks never load it
     import torch
@@ -102,6 +103,12 @@ def choose_max_seconds(cells: list, cfg: AudioCfg):
     return choose_audio_seconds(audio_durations(cells))
 
 
+def build_reference(cfg: AudioCfg, num_classes: int) -> nn.Module:
+    from resmm.models.reference import SpectrogramCNN
+
+    return SpectrogramCNN(num_classes)
+
+
 AUDIO = Modality(
     name="audio", settings=AudioCfg, column=binary_column("encoded WAV/FLAC/OGG bytes"), decode=decode,
     input_shape=input_shape, augment=augment, build_encoder=build_encoder, example_cell=example_cell, check=check,
@@ -111,4 +118,6 @@ AUDIO = Modality(
     encoders={"gru": Encoder(partial(build_frame_rnn, cell="gru"), FrameRNNOptions),
               "lstm": Encoder(partial(build_frame_rnn, cell="lstm"), FrameRNNOptions),
               "transformer": Encoder(build_frame_transformer, FrameTransformerOptions)},
+    reference=Reference("audio CNN", build_reference), retrieval=True,
+    faults=(AUDIO_UNDECODABLE, AUDIO_EMPTY_OR_NAN), decode_modules=("resmm.data.audio",),
 )

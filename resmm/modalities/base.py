@@ -2,6 +2,8 @@
 a registry instead of naming modalities (open_clip's tower configs, TorchMultimodal's encoder dicts)."""
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
@@ -19,13 +21,24 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class CellTypeError(ValueError):
+    """A served cell of a type its column never takes (a number where text belongs): the request is refused."""
+
+
 @dataclass(frozen=True)
 class ColumnType:
-    """A modality's Parquet column: which Arrow types it accepts, said in words for contract errors."""
+    """A modality's column: which Arrow types it accepts (said in words for contract errors), and how the served
+    model reads a request cell of it."""
 
     accepts: Callable[[pa.DataType], bool]
     description: str
-    media: bool  # encoded bytes in Parquet, base64 text in a JSON request
+    # (cell, column name) -> (the cell as the decoder takes it, or None for missing; whether it was unreadable).
+    # Raises CellTypeError for a cell of the wrong type. Python callers send what Parquet holds; a REST request
+    # sends JSON, so media arrives as base64 text.
+    parse_request: Callable[[Any, str], tuple[Any, bool]]
+    # The column in the served model's signature, as MLflow's ColSpec JSON (without name and required).
+    request_schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string"})
+    media: bool = False  # encoded bytes in Parquet, base64 text in a JSON request
 
 
 def _is_string(arrow_type: pa.DataType) -> bool:
@@ -38,12 +51,33 @@ def _is_binary(arrow_type: pa.DataType) -> bool:
     return pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type)
 
 
+def text_cell(value, column: str) -> tuple[str | None, bool]:
+    """A served text cell: a string (blank: missing) or null."""
+    if value is None or isinstance(value, str):
+        return (value if value and value.strip() else None), False
+    raise CellTypeError(f"column '{column}' holds a {type(value).__name__}; expected a string or null")
+
+
+def media_cell(value, column: str) -> tuple[bytes | None, bool]:
+    """A served image / audio cell: raw bytes as they are, a string as base64 (unreadable when it is not)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, False
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value) or None, False
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True), False
+        except (binascii.Error, ValueError):
+            return None, True
+    raise CellTypeError(f"column '{column}' holds a {type(value).__name__}; expected base64 text, bytes or null")
+
+
 def string_column(description: str = "string") -> ColumnType:
-    return ColumnType(_is_string, description, media=False)
+    return ColumnType(_is_string, description, text_cell)
 
 
 def binary_column(description: str) -> ColumnType:
-    return ColumnType(_is_binary, f"binary ({description})", media=True)
+    return ColumnType(_is_binary, f"binary ({description})", media_cell, media=True)
 
 
 @dataclass(frozen=True)
@@ -94,6 +128,14 @@ class PretrainedOptions(EncoderOptions):
     mode: Literal["freeze", "finetune"] = "freeze"
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The model a user would write by hand for one modality: the baseline `resmm compare` trains beside resmm."""
+
+    name: str  # as reports name it, e.g. "image CNN"
+    build: Callable  # (settings, number of classes) -> nn.Module mapping a batch of the modality to logits
+
+
 PRETRAINED_PREFIX = "hf:"  # `model.encoders.<modality>=hf:<local dir or model id>`: a Hugging Face tower
 
 
@@ -126,6 +168,21 @@ class Modality:
     # settings -> the same with the files they name read in (a tokenizer), so that the spec saved with a model
     # is self-contained and every decode task and the server tokenize exactly as training did.
     pin_files: Callable[[Any], Any] | None = None
+    # (settings, the chosen encoder's name or None) -> the settings that encoder needs (an hf text tower brings
+    # its own tokenizer unless another is named); None: settings do not depend on the encoder.
+    follow_encoder: Callable[[Any, str | None], Any] | None = None
+    # settings (as saved in a model's spec) -> whether serving them needs the `pretrained` extra (an hf tokenizer).
+    needs_pretrained: Callable[[Mapping[str, Any]], bool] | None = None
+    reference: Reference | None = None  # its hand-written baseline (None: compare leaves the modality out)
+    # Takes part in cross-modal retrieval (model.retrieval): a projection, the InfoNCE loss against every other
+    # such modality, and recall@k both ways.
+    retrieval: bool = False
+    # Event names of the decode's faults (a DecodeError: the modality is marked missing and counted as such);
+    # any other event it reports is an input limit (the value was cut to fit, and counted).
+    faults: tuple[str, ...] = ()
+    # Modules the decode calls into beyond the record's own (resmm/data/image.py for images): with the modules
+    # that define the record's callables, their code keys the decoded-feature cache (decode_sources).
+    decode_modules: tuple[str, ...] = ()
 
     def concrete(self, settings: Settings) -> Settings:
         """`settings` with an `auto` length that was not measured from data read as its fallback, and the files
@@ -134,6 +191,13 @@ class Modality:
         if length is not None and getattr(settings, length.field) == "auto":
             settings = settings.model_copy(update={length.field: length.fallback})
         return settings if self.pin_files is None else self.pin_files(settings)
+
+    def decode_sources(self) -> list[str]:
+        """The modules whose code shapes this modality's decoded values: where its decode, check, compact,
+        expand, settings and file pinning are defined, and `decode_modules`."""
+        defined = (self.decode, self.check, self.compact, self.expand, self.settings, self.input_shape,
+                   self.pin_files)
+        return sorted({f.__module__ for f in defined if f is not None} | set(self.decode_modules))
 
     def encoder_names(self) -> list[str]:
         names = [self.default_encoder, *self.encoders]

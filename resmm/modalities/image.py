@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from resmm.data.image import decode_images, normalise_pixels, pixels_of
-from resmm.modalities.base import (Encoder, Modality, PretrainedOptions, Settings, TransformerOptions,
+from resmm.data.image import IMAGE_TOO_LARGE, IMAGE_UNDECODABLE, decode_images, normalise_pixels, pixels_of
+from resmm.modalities.base import (Encoder, Modality, PretrainedOptions, Reference, Settings, TransformerOptions,
                                    binary_column)
 
 if TYPE_CHECKING:  # torch is imported on use: the CPU decode tasks never load it
@@ -96,9 +96,17 @@ def example_cell(cfg: ImageCfg) -> str:
     return base64.b64encode(png.getvalue()).decode()
 
 
+def build_reference(cfg: ImageCfg, num_classes: int) -> nn.Module:
+    from resmm.models.reference import SmallCNN
+
+    return SmallCNN(cfg.channels, num_classes)
+
+
 IMAGE = Modality(
     name="image", settings=ImageCfg, column=binary_column("encoded PNG/JPEG/WebP bytes"), decode=decode,
     input_shape=input_shape, augment=augment, build_encoder=build_encoder, example_cell=example_cell,
     compact=compact, expand=expand, default_encoder="resnet", encoders={"vit": Encoder(build_vit, ViTOptions)},
     pretrained=Encoder(build_pretrained, PretrainedOptions),
+    reference=Reference("image CNN", build_reference), retrieval=True,
+    faults=(IMAGE_UNDECODABLE, IMAGE_TOO_LARGE), decode_modules=("resmm.data.image",),
 )

@@ -3,7 +3,7 @@ through a residual 1-D CNN (default), a bidirectional LSTM / GRU, a small Transf
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, Mapping
 
 import numpy as np
 from pydantic import Field
@@ -11,8 +11,8 @@ from pydantic import Field
 from resmm.data.lengths import TEXT_TOKENS_FALLBACK, choose_text_tokens, text_token_counts
 from resmm.data.text import (hf_token_counts, read_tokenizer, tokenize_texts, tokenize_texts_with,
                              tokenizer_vocab_size)
-from resmm.modalities.base import (AutoLength, Encoder, Modality, PretrainedOptions, RNNOptions, Settings,
-                                   TransformerOptions, string_column)
+from resmm.modalities.base import (PRETRAINED_PREFIX, AutoLength, Encoder, Modality, PretrainedOptions, Reference,
+                                   RNNOptions, Settings, TransformerOptions, string_column)
 
 if TYPE_CHECKING:  # torch is imported on use: the CPU decode tasks never load it
     import torch
@@ -112,6 +112,23 @@ def choose_max_tokens(cells: list, cfg: TextCfg):
     return choose_text_tokens(text_token_counts(cells, cfg.vocab_buckets, cfg.max_chars))
 
 
+def build_reference(cfg: TextCfg, num_classes: int) -> nn.Module:
+    from resmm.models.reference import BagOfTokens
+
+    return BagOfTokens(cfg.vocab_buckets, num_classes)
+
+
+def follow_encoder(cfg: TextCfg, encoder: str | None) -> TextCfg:
+    """An hf tower (model.encoders.text=hf:<source>) tokenizes with its own tokenizer unless another hf one is named."""
+    if encoder and encoder.startswith(PRETRAINED_PREFIX) and cfg.tokenizer == "hashed":
+        return cfg.model_copy(update={"tokenizer": encoder})
+    return cfg
+
+
+def needs_pretrained(saved: Mapping) -> bool:
+    return str(saved.get("tokenizer", "hashed")) != "hashed"  # an hf tokenizer runs on `tokenizers`
+
+
 TEXT = Modality(
     name="text", settings=TextCfg, column=string_column(), decode=decode, input_shape=input_shape, augment=augment,
     build_encoder=build_encoder, example_cell=example_cell, compact=compact, expand=expand,
@@ -120,5 +137,7 @@ TEXT = Modality(
     encoders={"lstm": Encoder(partial(build_token_rnn, cell="lstm"), TokenRNNOptions),
               "gru": Encoder(partial(build_token_rnn, cell="gru"), TokenRNNOptions),
               "transformer": Encoder(build_token_transformer, TransformerOptions)},
-    pretrained=Encoder(build_pretrained, PretrainedOptions), pin_files=pin_tokenizer,
+    pretrained=Encoder(build_pretrained, PretrainedOptions), pin_files=pin_tokenizer, follow_encoder=follow_encoder,
+    needs_pretrained=needs_pretrained,
+    reference=Reference("text EmbeddingBag", build_reference), retrieval=True, decode_modules=("resmm.data.text",),
 )

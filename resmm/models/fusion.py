@@ -141,3 +141,24 @@ class TensorFusion(nn.Module):
             projected = torch.einsum("bi,rid->brd", x, self.factors[m])  # (B, R, D)
             product = projected if product is None else product * projected
         return self.norm(torch.einsum("brd,r->bd", product, self.rank_weights))  # (B, D)
+
+
+# `model.fusion` name -> builder(modalities, embed_dim, depth, dropout); the fusions' own numbers live here.
+FUSIONS = {
+    "concat": lambda modalities, d, depth, dropout: ConcatFusion(modalities, d),
+    "mean": lambda modalities, d, depth, dropout: MeanFusion(modalities, d),
+    "gated": lambda modalities, d, depth, dropout: GatedFusion(modalities, d),
+    "attention": lambda modalities, d, depth, dropout: AttentionFusion(modalities, d, heads=4, dropout=dropout),
+    "mrn": lambda modalities, d, depth, dropout: MRNFusion(modalities, d, depth, dropout),
+    "tensor": lambda modalities, d, depth, dropout: TensorFusion(modalities, d, rank=4),
+}
+
+
+def build_fusion(name: str, modalities: list[str], embed_dim: int, depth: int, dropout: float) -> nn.Module:
+    if name not in FUSIONS:
+        raise ValueError(f"unknown fusion '{name}'")
+    return FUSIONS[name](modalities, embed_dim, depth, dropout)
+
+
+def classifier_head(embed_dim: int, num_classes: int, dropout: float) -> nn.Module:
+    return nn.Sequential(nn.LayerNorm(embed_dim), nn.Dropout(dropout), nn.Linear(embed_dim, num_classes))

@@ -19,6 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resmm.choices import RENAMED_IMPUTERS
+
+
 def _mean_present(embeddings: dict, present: dict, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     e = torch.stack([embeddings[m] * present[m].unsqueeze(-1) for m in names], 1)  # (B, M, D)
     count = torch.stack([present[m] for m in names], 1).sum(1, keepdim=True)  # (B, 1)
@@ -254,8 +257,6 @@ def product_of_experts(mus: torch.Tensor, logvars: torch.Tensor) -> tuple[torch.
 # `data.impute` name -> imputer class; each takes (modalities, embed_dim).
 IMPUTERS = {"zero": ZeroImputer, "mean": MeanImputer, "learned": LearnedTokenImputer,
             "nearest": NearestNeighbourImputer, "regress": RegressionImputer, "mvae": MVAEImputer}
-# Former names that configs and registered models may still carry.
-RENAMED_IMPUTERS = {"generative": "regress"}
 
 
 def build_imputer(name: str, modalities: list[str], embed_dim: int) -> nn.Module:

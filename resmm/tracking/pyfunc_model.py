@@ -8,8 +8,6 @@ and so does media that cannot be read (bad base64, corrupt bytes): that cell is 
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 
 import mlflow.pyfunc
@@ -20,8 +18,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from resmm.config import ModelConfig
-from resmm.data.batch import BatchPreprocessor, PreprocessSpec, column_cells
+from resmm.data.cells import column_cells
 from resmm.modalities import MODALITIES
+from resmm.modalities.base import CellTypeError
+from resmm.modalities.spec import BatchPreprocessor, PreprocessSpec
 from resmm.models.predictor import Predictor
 
 WEIGHTS_ARTIFACT = "weights"
@@ -39,26 +39,6 @@ class RequestError(MlflowException):
         super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
 
 
-def media_cell(value, column: str):
-    """One image / audio cell -> (bytes or None, unreadable): raw bytes as they are, a string as base64."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None, False
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value) or None, False
-    if isinstance(value, str):
-        try:
-            return base64.b64decode(value, validate=True), False
-        except (binascii.Error, ValueError):
-            return None, True
-    raise RequestError(f"column '{column}' holds a {type(value).__name__}; expected base64 text, bytes or null")
-
-
-def text_cell(value, column: str):
-    if value is None or isinstance(value, str):
-        return value if value and value.strip() else None
-    raise RequestError(f"column '{column}' holds a {type(value).__name__}; expected a string or null")
-
-
 def probability_column(class_name: str) -> str:
     return f"prob_{class_name}"
 
@@ -66,7 +46,7 @@ def probability_column(class_name: str) -> str:
 def load_network(bundle: dict, weights_path: str):
     """Rebuild the network from its saved bundle (model config + preprocessing spec) and state dict; the
     bundle's chosen predictor is read separately (Predictor.from_dict)."""
-    from resmm.models.builders import build_model
+    from resmm.modalities.network import build_model
 
     from resmm.models.pretrained import pretrained_preprocessing
 
@@ -127,10 +107,10 @@ class ResmmPyfunc(mlflow.pyfunc.PythonModel):
         batch, unreadable = {}, [[] for _ in range(rows)]
         for modality in self.spec.modalities:
             cells = column_cells(frame[modality] if modality in frame.columns else None, rows)
-            if MODALITIES[modality].column.media:  # bytes in Parquet, base64 text in JSON
-                cells, bad = zip(*(media_cell(v, modality) for v in cells))
-            else:
-                cells, bad = [text_cell(v, modality) for v in cells], [False] * rows
+            try:  # each modality's column reads its own cells (media as base64 in JSON, text, vectors, ...)
+                cells, bad = zip(*(MODALITIES[modality].column.parse_request(v, modality) for v in cells))
+            except CellTypeError as exc:
+                raise RequestError(str(exc)) from None
             decoded = self.preprocess.decode_column(modality, list(cells))
             for row in range(rows):
                 if bad[row] or (cells[row] is not None and not decoded.present[row]):

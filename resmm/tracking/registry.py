@@ -14,7 +14,7 @@ from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
 
 import resmm
-from resmm.data.batch import PreprocessSpec
+from resmm.modalities.spec import PreprocessSpec
 from resmm.modalities import MODALITIES
 from resmm.secrets import redact
 from resmm.tracking.pyfunc_model import (
@@ -42,10 +42,12 @@ def serving_requirements(pretrained: bool = False) -> list[str]:
 
 
 def model_signature(modalities, classes, uncertainty: bool = False) -> ModelSignature:
-    """Every input column is an optional string: image and audio as base64 in JSON (raw bytes from Python pass
-    too), so a JSON null can say "missing" in any column. An mvae imputer adds the imputation uncertainty."""
+    """Every input column is optional, so a JSON null can say "missing" in any column; each modality's type is
+    its column's (`request_schema`: a string for text, and for image and audio as base64 in JSON, where raw
+    bytes from Python pass too). An mvae imputer adds the imputation uncertainty."""
     inputs = Schema([ColSpec("string", "sample_id", required=False)]
-                    + [ColSpec("string", m, required=False) for m in modalities])
+                    + [ColSpec.from_json_dict(**MODALITIES[m].column.request_schema, name=m, required=False)
+                       for m in modalities])
     outputs = Schema(
         [ColSpec("double", probability_column(c)) for c in classes]
         + [ColSpec("string", PREDICTED_LABEL), ColSpec("string", UNREADABLE)]
@@ -103,9 +105,11 @@ def log_and_register(
 
 
 def uses_pretrained(bundle: dict) -> bool:
-    """Whether the model needs the `pretrained` extra to serve: a tower, or an hf tokenizer for any encoder."""
-    text = bundle["spec"].get("text") or {}
-    return bool(bundle.get("pretrained")) or str(text.get("tokenizer", "hashed")) != "hashed"
+    """Whether the model needs the `pretrained` extra to serve: a tower, or settings that need it (an hf tokenizer
+    for any encoder)."""
+    return bool(bundle.get("pretrained")) or any(
+        record.needs_pretrained(bundle["spec"].get(name) or {}) for name, record in MODALITIES.items()
+        if record.needs_pretrained is not None)
 
 
 def version_by_alias(tracking_uri: str, registered_model: str, alias: str):

@@ -11,7 +11,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from resmm.config import Config
-from resmm.data.batch import PreprocessSpec
+from resmm.modalities.spec import PreprocessSpec
 from resmm.train.checkpoint import METRICS_FILE, SELECTION_METRIC
 from resmm.train.loop import train_loop_per_worker
 from resmm.train.progress import drawn, start_board

@@ -20,10 +20,10 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from resmm.config import Config
-from resmm.data.batch import PreprocessSpec
-from resmm.data.cache import expand_batch
-from resmm.data.feed import epoch_rates, fed_batches, transform_fed_batch, within_deadline
-from resmm.models.builders import build_model
+from resmm.modalities.spec import PreprocessSpec
+from resmm.modalities.transforms import WorkerTransforms
+from resmm.data.feed import epoch_rates, fed_batches, within_deadline
+from resmm.modalities.network import build_model
 from resmm.train.budget import Budget, warmup_factor
 from resmm.train.losses import LongTailLoss
 from resmm.train.objectives import total_loss
@@ -335,6 +335,19 @@ class EpochSums:
                 "components": dict(zip(names, values[3:])), "fed": _global_sum(self.fed, device).cpu().tolist()}
 
 
+def epoch_feed(state: WorkerState, epoch: int, shard, generator: torch.Generator, draw_seed: int,
+               transforms: WorkerTransforms, position, drawn: RowTally | None):
+    """The epoch's fed batches: this epoch's class rates, each row's copies less those a resumed epoch trained."""
+    cfg = state.cfg
+    rates, unlabeled_rate = epoch_rates(cfg.data, state.spec.classes, state.loop_config["class_counts"],
+                                        state.loop_config["train_rows"], epoch, state.budget.epoch_cap)
+    return fed_batches(shard, cfg.train.worker_batch_rows(), state.device, rates, unlabeled_rate, generator,
+                       draw_seed, cfg.data.prefetch_batches, expand=transforms.expand,
+                       copies_seed=cfg.train.seed * 1_000_003 + epoch * 1009,  # the same on every rank
+                       trained_before=position.trained_copies if position is not None else None,
+                       on_drawn=drawn.add if drawn is not None else None, stall_seconds=stall_seconds(cfg))
+
+
 def train_one_epoch(state: WorkerState, epoch: int, shard) -> dict:
     """One pass over this worker's shard (or what is left of it after a mid-epoch checkpoint); returns the epoch's
     training metrics summed over every worker."""
@@ -345,8 +358,7 @@ def train_one_epoch(state: WorkerState, epoch: int, shard) -> dict:
     # Every epoch, every rank draws afresh: copies, augmentation and dropped modalities all differ.
     draw_seed = cfg.train.seed * 1_000_003 + epoch * 1009 + state.rank
     generator = torch.Generator().manual_seed(draw_seed)
-    rates, unlabeled_rate = epoch_rates(cfg.data, spec.classes, state.loop_config["class_counts"],
-                                        state.loop_config["train_rows"], epoch, state.budget.epoch_cap)
+    transforms = WorkerTransforms(spec, cfg.data.augment, cfg.train.modality_dropout)
     position = state.position if state.position is not None and state.position.epoch == epoch else None
     state.position = None
     sums = EpochSums.resumed(len(spec.classes), position, state.rank)
@@ -357,15 +369,10 @@ def train_one_epoch(state: WorkerState, epoch: int, shard) -> dict:
     started = time.perf_counter()
     reporter = EpochReporter(state.board, epoch, state.budget.epoch_label(epoch),
                              cfg.data.epoch_rows or state.loop_config["train_rows"])
-    feed = fed_batches(shard, cfg.train.worker_batch_rows(), state.device, rates, unlabeled_rate, generator,
-                       draw_seed, cfg.data.prefetch_batches, spec=spec,
-                       copies_seed=cfg.train.seed * 1_000_003 + epoch * 1009,  # the same on every rank
-                       trained_before=position.trained_copies if position is not None else None,
-                       on_drawn=drawn.add if drawn is not None else None, stall_seconds=stall_seconds(cfg))
+    feed = epoch_feed(state, epoch, shard, generator, draw_seed, transforms, position, drawn)
     with uneven_inputs(state.model):
         for batch, checkpoint_now in lockstep(feed, state.device, state.checkpoint_due):
-            batch = transform_fed_batch(batch, spec.modalities, cfg.data.augment, cfg.train.modality_dropout,
-                                        generator)
+            batch = transforms(batch, generator)
             if state.warmup_steps and epoch == 0 and sums.steps <= state.warmup_steps:
                 for group in state.optimizer.param_groups:
                     group["lr"] = cfg.train.lr * warmup_factor(sums.steps, state.warmup_steps)
@@ -442,7 +449,8 @@ def validate(state: WorkerState, val_data) -> dict:
     """Rank 0 scores the whole (unsplit) validation set: exact metrics, no tail rows dropped."""
     num_classes = len(state.spec.classes)
     streamed = val_data.iter_torch_batches(batch_size=VALIDATION_BATCH_ROWS, device=state.device)
-    batches = (expand_batch(batch, state.spec) for batch in within_deadline(streamed, stall_seconds(state.cfg)))
+    expand = WorkerTransforms(state.spec).expand
+    batches = (expand(batch) for batch in within_deadline(streamed, stall_seconds(state.cfg)))
     outputs = ValidationOutputs.collect(state.evaluated_model, batches)
     metrics = classification_metrics(outputs.labels, outputs.fused_predictions(), num_classes)
     for m in outputs.head_logits:

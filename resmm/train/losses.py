@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resmm.data.batch import UNLABELED
+from resmm.data.cells import UNLABELED
 
 def _cross_entropy(loss: "LongTailLoss", logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels, label_smoothing=loss.label_smoothing)

@@ -10,7 +10,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from resmm.data.batch import UNLABELED
+from resmm.data.cells import UNLABELED
 
 RETRIEVAL_TEMPERATURE = 0.1
 

@@ -1,21 +1,25 @@
 """Cross-modal retrieval evaluation: recall@k of finding a row's own paired item among all validation rows."""
 from __future__ import annotations
 
+import itertools
+
 import torch
 
-RETRIEVAL_DIRECTIONS = (("image", "text"), ("text", "image"), ("audio", "text"))
 KS = (1, 5, 10)
 
 
 @torch.no_grad()
 def retrieval_recall(model, batches, modalities, max_rows: int = 5000) -> dict:
-    """{"image->text": {"recall@1": r, ...}, ...} over validation rows where both modalities are present.
+    """{"image->text": {"recall@1": r, ...}, ...} over validation rows where both modalities are present, for
+    every ordered pair of the modalities with a retrieval projection.
 
     Each query's own row is the one correct answer among up to `max_rows` candidates (the first rows seen).
     """
     model.eval()
-    wanted = [(q, c) for q, c in RETRIEVAL_DIRECTIONS if q in modalities and c in modalities]
-    if not wanted or not len(model.retrieval):
+    # Both ways between every two modalities the model projects (those whose record takes part in retrieval).
+    modalities = [m for m in modalities if m in model.retrieval]
+    wanted = list(itertools.permutations(modalities, 2))
+    if not wanted:
         return {}
     vectors: dict[str, list] = {m: [] for m in modalities}
     masks: dict[str, list] = {m: [] for m in modalities}

@@ -4,10 +4,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from resmm.baselines.reference import BagOfTokens, decode_split, late_fusion, train_reference
+from resmm.baselines.reference import decode_split, late_fusion, train_reference
+from resmm.models.reference import BagOfTokens
 from resmm.sources.contract import class_order
 from resmm.config import load_config
-from resmm.data.batch import PreprocessSpec
+from resmm.modalities.spec import PreprocessSpec
 from resmm.data.split import is_validation
 from tests.conftest import contract_table
 

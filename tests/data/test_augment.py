@@ -1,7 +1,7 @@
 """Augmentation keeps shapes, changes present rows, and leaves absent rows as exact zeros."""
 import torch
 
-from resmm.data.augment import augment_batch
+from resmm.modalities.transforms import augment_batch
 
 
 def test_augmentation_changes_present_rows_only():

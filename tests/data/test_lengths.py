@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from resmm.config import load_config
-from resmm.data.batch import PreprocessSpec
+from resmm.modalities.spec import PreprocessSpec
 from resmm.data.lengths import (
     AUDIO_SECONDS_FALLBACK, TEXT_TOKENS_FALLBACK, audio_durations, choose_audio_seconds, choose_text_tokens,
     text_token_counts,

@@ -5,7 +5,8 @@ from scipy.signal import resample_poly
 
 from resmm.config import load_config
 from resmm.data.audio import decode_audios, log_mel, mel_filterbank, read_waveform, resampling_filter
-from resmm.data.batch import UNLABELED, BatchPreprocessor, PreprocessSpec, label_name
+from resmm.data.cells import UNLABELED, label_name
+from resmm.modalities.spec import BatchPreprocessor, PreprocessSpec
 from resmm.data.image import decode_images
 from resmm.data.text import tokenize, tokenize_texts
 from tests.conftest import audio_bytes, png_bytes

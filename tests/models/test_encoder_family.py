@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from resmm.config import ConfigError, load_config
-from resmm.data.batch import PreprocessSpec
+from resmm.modalities.spec import PreprocessSpec
 from resmm.modalities import MODALITIES
-from resmm.models.builders import build_model
+from resmm.modalities.network import build_model
 from resmm.models.sequence_encoders import packed_to_front
 
 EMBED_DIM = 24

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from resmm.config import load_config
-from resmm.data.batch import PreprocessSpec
-from resmm.models.builders import FUSIONS, build_fusion, build_model
+from resmm.modalities.spec import PreprocessSpec
+from resmm.modalities.network import build_model
+from resmm.models.fusion import FUSIONS, build_fusion
 from resmm.models.encoders import AudioResNet, ResNet2d, TextResConv
 from resmm.train.losses import LongTailLoss
 from tests.conftest import make_batch

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from resmm.config import ConfigError, load_config
-from resmm.data.batch import BatchPreprocessor, PreprocessSpec
-from resmm.models.builders import build_model
+from resmm.modalities.spec import BatchPreprocessor, PreprocessSpec
+from resmm.modalities.network import build_model
 from resmm.models.pretrained import pretrained_preprocessing
 from tests.towers import write_tiny_bert, write_tiny_vit
 

@@ -15,8 +15,9 @@ from pipelines.feature_cache import CacheTarget, fill_shard, read_cached_split
 from pipelines.ingest import build_split, scan_source
 from pipelines.validation import Rules, validate_source
 from resmm.config import load_config
-from resmm.data.batch import PreprocessSpec
-from resmm.data.cache import entry_key, expand_batch, list_entries, prune_entries, read_verified
+from resmm.modalities.spec import PreprocessSpec
+from resmm.data.cache import entry_key, list_entries, prune_entries, read_verified
+from resmm.modalities.transforms import expand_batch
 from resmm.data.split import buckets_of, in_validation
 from resmm.sources.shards import open_filesystem
 from tests.conftest import contract_table

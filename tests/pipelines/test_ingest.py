@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 
 from pipelines.ingest import build_split, read_source, scan_source
 from resmm.config import load_config
-from resmm.data.batch import BatchPreprocessor, PreprocessSpec
+from resmm.modalities.spec import BatchPreprocessor, PreprocessSpec
 
 
 def footer_readers_started() -> int:

@@ -16,7 +16,7 @@ from pipelines.feature_cache import CacheTarget, read_cached_split
 from pipelines.ingest import build_split, scan_source
 from pipelines.validation import QUARANTINE_REASON, Rules, validate_source, write_quarantine
 from resmm.config import load_config
-from resmm.data.batch import PreprocessSpec
+from resmm.modalities.spec import PreprocessSpec
 from tests.conftest import audio_bytes, contract_table, png_bytes
 
 ALL = ["image", "text", "audio"]

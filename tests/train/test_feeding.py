@@ -84,7 +84,7 @@ def test_pulled_chunks_are_cut_into_full_batches_in_order():
 def test_moddrop_hides_modalities_from_the_fusion_only_and_never_all_of_a_row():
     import torch
 
-    from resmm.data.feed import drop_modalities
+    from resmm.modalities.transforms import drop_modalities
 
     modalities = ["image", "text", "audio"]
     batch = {f"{m}_present": torch.ones(200) for m in modalities}

@@ -2,8 +2,8 @@
 import torch
 
 from resmm.config import load_config
-from resmm.data.batch import PreprocessSpec
-from resmm.models.builders import build_model
+from resmm.modalities.spec import PreprocessSpec
+from resmm.modalities.network import build_model
 from resmm.train.loop import Precision, train_step
 from resmm.train.losses import LongTailLoss
 from resmm.train.objectives import total_loss

@@ -1,0 +1,46 @@
+"""Each modality's compact form in the decoded-feature cache (resmm/data/cache.py), as the fill task writes it
+(the way back runs on the worker: resmm.modalities.transforms.expand_batch); the layout of an entry's columns;
+and the files whose code keys the entries, so that editing any modality's decoder re-decodes."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+
+from resmm.data.cache import Layout
+from resmm.modalities import MODALITIES
+
+# Modules every decoded value passes through, whatever its modality: fault capture, cells and labels, the
+# split buckets stored beside the values, the entry format, and the batch preprocessor.
+_SHARED_DECODE_MODULES = ("resmm.data.decoded", "resmm.data.cells", "resmm.data.split", "resmm.data.cache",
+                          "resmm.modalities.spec", "resmm.modalities.compact")
+
+
+def decode_sources() -> list[Path]:
+    """The source files whose code shapes a stored value: the shared modules and every registered modality's
+    own (resmm.modalities.base.Modality.decode_sources)."""
+    modules = [*_SHARED_DECODE_MODULES, *(name for record in MODALITIES.values() for name in record.decode_sources())]
+    return sorted({Path(importlib.import_module(name).__file__).resolve() for name in modules})
+
+
+def compact_values(modality: str, values: np.ndarray, settings) -> np.ndarray:
+    """Decoded (N, ...) float32/int64 values -> the compact array an entry stores (the record's `compact`)."""
+    record = MODALITIES[modality]
+    if record.compact is None:
+        return np.ascontiguousarray(values)
+    return np.ascontiguousarray(record.compact(values, settings))
+
+
+def compact_batch(values: dict, spec) -> dict:
+    """Every modality of `spec` in its compact form, in the spec's order (the entry's column order)."""
+    return {m: compact_values(m, values[m], spec.settings[m]) for m in spec.modalities}
+
+
+def layout_of(spec) -> Layout:
+    """The per-row shape and stored dtype of each modality of `spec`."""
+    shapes = {}
+    for m in spec.modalities:
+        probe = compact_values(m, np.zeros((1, *spec.input_shape(m)), np.float32), spec.settings[m])
+        shapes[m] = (tuple(spec.input_shape(m)), probe.dtype.name)
+    return Layout(shapes)
