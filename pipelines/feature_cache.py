@@ -3,7 +3,8 @@ validation pass, and stream the training and validation splits from the entries.
 
 Filling runs one task per shard: a shard whose entry is whole is not decoded and not re-inspected (its verdicts
 are read back from the entry); any other shard is read, decoded `batch_rows` rows at a time and written to a
-fresh entry, so a task's memory stays one slice of rows whatever the shard's size.
+fresh entry, so a task's memory stays one slice of rows whatever the shard's size. Without the cache the
+validation pass is the same stage with NoCache, which decodes the same way and stores nothing.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ray.data._internal.datasource_v2.common.synthesized_columns import _compute
 
 from pipelines.ingest import ROW_HASH, file_list_reader
 from pipelines.verdicts import Rules, decode_modalities, row_labels, verdict_table
-from resmm.data.cache import (Layout, column_array, decode_versions, entry_key, entry_path, entry_part,
+from resmm.data.cache import (CacheStats, Layout, column_array, decode_versions, entry_key, entry_path, entry_part,
                               read_verified, write_entry)
 from resmm.data.cells import column_cells
 from resmm.data.split import buckets_of, in_validation, split_keys
@@ -28,6 +29,23 @@ from resmm.sources.shards import arrow_filesystem, open_filesystem
 CACHE_STATE = "cache_state"  # verdict column of a filled shard: built, rebuilt or reused
 CACHE_BYTES = "cache_bytes"
 _VERDICT_COLUMNS = [ROW_HASH, "sample_id", "label", "split_bucket", "pattern", "events"]
+
+
+@dataclass(frozen=True)
+class Slice:
+    """`batch_rows` decoded rows of one shard: what an entry stores of them, and what their verdicts need."""
+
+    row_hashes: np.ndarray
+    sample_ids: list
+    labels: list
+    buckets: np.ndarray
+    pattern: np.ndarray
+    events: list
+    values: dict  # modality -> decoded (N, ...) values
+
+    def verdicts(self, shard, rules: Rules) -> pa.Table:
+        return verdict_table(self.row_hashes, [shard.path] * len(self.row_hashes), self.sample_ids, self.labels,
+                             self.buckets, self.pattern, self.events, rules)
 
 
 @dataclass(frozen=True)
@@ -47,32 +65,67 @@ class CacheTarget:
         key = entry_key(shard, spec, self.versions, group_column)
         return fs, entry_path(root, shard, key), key
 
+    def fill(self, shard, spec: PreprocessSpec, rules: Rules, batch_rows: int) -> tuple[pa.Table, str, int]:
+        """Make sure `shard` has a whole entry, decoding it only when it does not: (its verdict rows, built,
+        rebuilt or reused, the entry's bytes)."""
+        fs, path, key = self.entry(shard, spec, rules.group_column)
+        problem, stored = read_verified(fs, path, key, shard.num_rows, _VERDICT_COLUMNS)
+        if problem is None:
+            verdicts = verdict_table(stored.column(ROW_HASH).to_numpy(), [shard.path] * stored.num_rows,
+                                     stored.column("sample_id").to_pylist(), stored.column("label").to_pylist(),
+                                     stored.column("split_bucket").to_numpy(), stored.column("pattern").to_numpy(),
+                                     stored.column("events").to_pylist(), rules)
+            return verdicts, "reused", int(fs.info(path).get("size") or 0)
+        verdicts, layout = [], layout_of(spec)
+        parts = (entry_part(s.row_hashes, s.sample_ids, s.labels, s.buckets, s.pattern, s.events,
+                            compact_batch(s.values, spec), layout)
+                 for s in decoded_slices(shard, spec, rules, batch_rows, verdicts))
+        size = write_entry(fs, path, parts, key, shard.num_rows, layout)
+        return _joined(verdicts, rules), "built" if problem == "missing" else "rebuilt", size
 
-def fill_shard(shard, spec: PreprocessSpec, rules: Rules, target: CacheTarget, batch_rows: int) -> pa.Table:
-    """Make sure `shard` has a whole entry (decoding it only when it does not) and return its verdict rows,
-    with the cache state and the entry's bytes as two more columns."""
-    fs, path, key = target.entry(shard, spec, rules.group_column)
-    problem, stored = read_verified(fs, path, key, shard.num_rows, _VERDICT_COLUMNS)
-    if problem is None:
-        state, size = "reused", int(fs.info(path).get("size") or 0)
-        verdicts = verdict_table(stored.column(ROW_HASH).to_numpy(), [shard.path] * stored.num_rows,
-                                 stored.column("sample_id").to_pylist(), stored.column("label").to_pylist(),
-                                 stored.column("split_bucket").to_numpy(), stored.column("pattern").to_numpy(),
-                                 stored.column("events").to_pylist(), rules)
-    else:
-        state = "built" if problem == "missing" else "rebuilt"
-        slices: list[pa.Table] = []
-        layout = layout_of(spec)
-        size = write_entry(fs, path, decoded_parts(shard, spec, layout, rules, batch_rows, slices), key,
-                           shard.num_rows, layout)
-        verdicts = pa.concat_tables(slices) if slices else verdict_table(
-            [], [], [], [], np.zeros(0, np.uint16), np.zeros(0, np.int8), [], rules)
+    def entries(self, shards, spec: PreprocessSpec, group_column: str | None) -> tuple[str, ...]:
+        return tuple(self.entry(shard, spec, group_column)[1] for shard in shards)
+
+    def kept(self, stats: CacheStats) -> CacheStats:
+        """What the run reports of the cache."""
+        return stats
+
+
+@dataclass(frozen=True)
+class NoCache:
+    """data.cache=off: the same validation pass decodes every shard as a fill does and keeps only its verdicts;
+    each epoch then decodes the shards again, through the same BatchPreprocessor (pipelines/ingest.py)."""
+
+    url: None = None
+
+    def fill(self, shard, spec: PreprocessSpec, rules: Rules, batch_rows: int) -> tuple[pa.Table, str, int]:
+        verdicts = []
+        for _ in decoded_slices(shard, spec, rules, batch_rows, verdicts):
+            pass  # the decoded values are discarded
+        return _joined(verdicts, rules), "off", 0
+
+    def entries(self, shards, spec: PreprocessSpec, group_column: str | None) -> None:
+        return None
+
+    def kept(self, stats: CacheStats) -> None:
+        return None  # no cache to report
+
+
+def _joined(verdicts: list, rules: Rules) -> pa.Table:
+    return pa.concat_tables(verdicts) if verdicts else verdict_table(
+        [], [], [], [], np.zeros(0, np.uint16), np.zeros(0, np.int8), [], rules)
+
+
+def fill_shard(shard, spec: PreprocessSpec, rules: Rules, target: CacheTarget | NoCache, batch_rows: int) -> pa.Table:
+    """`target`'s fill of one shard (see CacheTarget.fill): its verdict rows, with the cache state and the entry's
+    bytes as two more columns."""
+    verdicts, state, size = target.fill(shard, spec, rules, batch_rows)
     return verdicts.append_column(CACHE_STATE, pa.array([state] * verdicts.num_rows, pa.string())).append_column(
         CACHE_BYTES, pa.array([size] * verdicts.num_rows, pa.int64()))
 
 
-def decoded_parts(shard, spec: PreprocessSpec, layout: Layout, rules: Rules, batch_rows: int, verdicts: list):
-    """The entry's slices of one shard, decoded `batch_rows` rows at a time; appends each slice's verdicts."""
+def decoded_slices(shard, spec: PreprocessSpec, rules: Rules, batch_rows: int, verdicts: list):
+    """One shard, decoded `batch_rows` rows at a time (memory stays one slice); appends each slice's verdicts."""
     preprocessor = BatchPreprocessor(spec)
     fs, path = open_filesystem(shard.url)
     offset = 0
@@ -86,23 +139,21 @@ def decoded_parts(shard, spec: PreprocessSpec, layout: Layout, rules: Rules, bat
             # it, means the same rows whether they stream from the source or from the cache.
             row_hashes = _compute_row_hashes(shard.path, offset, rows)
             offset += rows
-            values, pattern, events = decode_modalities(table, preprocessor, features=True)
-            sample_ids, labels = column_cells(table.column("sample_id"), rows), row_labels(table)
-            buckets = buckets_of(split_keys(table, rules.group_column))
-            verdicts.append(verdict_table(row_hashes, [shard.path] * rows, sample_ids, labels, buckets, pattern,
-                                          events, rules))
-            yield entry_part(row_hashes, sample_ids, labels, buckets, pattern, events, compact_batch(values, spec),
-                             layout)
+            values, pattern, events = decode_modalities(table, preprocessor)
+            decoded = Slice(row_hashes, column_cells(table.column("sample_id"), rows), row_labels(table),
+                            buckets_of(split_keys(table, rules.group_column)), pattern, events, values)
+            verdicts.append(decoded.verdicts(shard, rules))
+            yield decoded
 
 
-def fill_stage(batch: dict, *, shards, spec: PreprocessSpec, rules: Rules, target: CacheTarget,
+def fill_stage(batch: dict, *, shards, spec: PreprocessSpec, rules: Rules, target: CacheTarget | NoCache,
                batch_rows: int) -> pa.Table:
     """map_batches stage over shard indices (one per task)."""
     return pa.concat_tables([fill_shard(shards[int(i)], spec, rules, target, batch_rows)
                              for i in batch["shard"]])
 
 
-def fill_entries(shards, spec: PreprocessSpec, rules: Rules, target: CacheTarget,
+def fill_entries(shards, spec: PreprocessSpec, rules: Rules, target: CacheTarget | NoCache,
                  batch_rows: int) -> ray.data.Dataset:
     """Verdict rows of every shard (see fill_shard), one task per shard, filling the cache as they go."""
     return ray.data.from_items([{"shard": i} for i in range(len(shards))], override_num_blocks=len(shards)).map_batches(

@@ -1,12 +1,12 @@
 """The validation stage: one streaming Ray Data pass that finds faulty files and rows before anything trains.
 
-read (row hash + path) → inspect each batch with the very decoders training uses → the driver sums the
-per-row verdicts, finds duplicate ids, checks every file's row count against its footer, and profiles the
-clean training rows. Quarantined rows are then streamed once more, alone, into a Parquet file with reasons.
+one task per shard decodes it with the very decoders training uses (pipelines/feature_cache.py fill_entries) →
+the driver sums the per-row verdicts, finds duplicate ids, checks every file's row count against its footer, and
+profiles the clean training rows. Quarantined rows are then streamed once more, alone, into a Parquet file with
+reasons.
 
-With the decoded-feature cache on (`data.cache=on`), the inspection is the cache fill instead
-(pipelines/feature_cache.py): each shard is decoded in full once, its features and verdicts stored, and a shard
-whose entry is whole is neither decoded nor inspected again.
+With the decoded-feature cache on (`data.cache=on`), each shard's decoded features go to its entry, and a shard
+whose entry is whole is neither decoded nor inspected again; with it off, the same decoded output is discarded.
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import ray
 import ray.data
 
-from pipelines.feature_cache import CACHE_BYTES, CACHE_STATE, CacheTarget, fill_entries
-from pipelines.ingest import ROW_HASH, Source, read_source, row_parts, without_files
-from pipelines.verdicts import Rules, inspect_batch
+from pipelines.feature_cache import CACHE_BYTES, CACHE_STATE, CacheTarget, NoCache, fill_entries
+from pipelines.ingest import ROW_HASH, Source, read_source, without_files
+from pipelines.verdicts import Rules
 from resmm.modalities import modality_faults
 from resmm.modalities.spec import PreprocessSpec
 from resmm.data.cache import CacheStats
@@ -136,30 +136,15 @@ def unreadable_files(source: Source, columns: list[str]) -> list[dict]:
     return [{"path": r["url"], "reason": r["reason"]} for r in probes.take_all() if r["reason"]]
 
 
-def inspect_block(table: pa.Table, *, spec: PreprocessSpec, rules: Rules, batch_rows: int):
-    """map_batches stage over whole read blocks (see pipelines.ingest.row_parts): inspect `batch_rows` rows at a
-    time, so the inspection fuses with the read."""
-    for part in row_parts(table, batch_rows):
-        yield inspect_batch(part, spec=spec, rules=rules)
-
-
 def _inspect(source: Source, spec: PreprocessSpec, rules: Rules, batch_rows: int, name: str,
-             cache: CacheTarget | None) -> tuple[_Verdicts, CacheStats | None]:
-    if cache is None:
-        inspected = read_source(source, rules.columns(spec), row_hashes=True, paths=True).map_batches(
-            inspect_block, batch_format="pyarrow", batch_size=None,
-            fn_kwargs={"spec": spec, "rules": rules, "batch_rows": batch_rows},
-        )
-    else:
-        inspected = fill_entries(source.shards, spec, rules, cache, batch_rows)
-    verdicts, stats, seen = _Verdicts(spec.modalities), None, set()
-    if cache is not None:
-        stats = CacheStats(location=cache.url)
+             target: CacheTarget | NoCache) -> tuple[_Verdicts, CacheStats]:
+    """One task per shard decodes it in full (fill_entries): every row's verdict, and the shard's cache entry
+    when `target` keeps one."""
+    inspected = fill_entries(source.shards, spec, rules, target, batch_rows)
+    verdicts, stats, seen = _Verdicts(spec.modalities), CacheStats(location=target.url), set()
     with progress_bar(source.num_rows, f"validate {name}") as bar:
         for batch in inspected.iter_batches(batch_format="pyarrow", batch_size=None):
-            if cache is not None:
-                batch = _count_cache(batch, stats, seen)
-            verdicts.add(batch)
+            verdicts.add(_count_cache(batch, stats, seen))
             bar.update(batch.num_rows)
     return verdicts, stats
 
@@ -180,11 +165,12 @@ def _count_cache(batch: pa.Table, stats: CacheStats, seen: set) -> pa.Table:
 def validate_source(source: Source, spec: PreprocessSpec, rules: Rules, *, batch_rows: int = 256,
                     progress=say, name: str = "data", cache: CacheTarget | None = None) -> Validation:
     """Run the validation stage over every row of `source`; see resmm.sources.quarantine for the policy per fault.
-    `name` labels its progress bar; `cache`: fill (or reuse) the decoded-feature cache on the way."""
+    `name` labels its progress bar; `cache`: fill (or reuse) the decoded-feature cache on the way (None:
+    data.cache=off, the same pass storing nothing)."""
     check_group_column(source.shards, rules.group_column)
-    columns = rules.columns(spec)
+    columns, target = rules.columns(spec), cache or NoCache()
     try:
-        verdicts, stats = _inspect(source, spec, rules, batch_rows, name, cache)
+        verdicts, stats = _inspect(source, spec, rules, batch_rows, name, target)
     except (ray.exceptions.RayError, OSError, pa.ArrowException) as exc:
         # A file whose footer reads but whose pages do not fails its whole read task, good files and all:
         # find it file by file, set it aside, and read the rest again.
@@ -196,7 +182,7 @@ def validate_source(source: Source, spec: PreprocessSpec, rules: Rules, *, batch
         source = without_files(source, bad)
         if not source.shards:
             raise ShardError(f"data path '{source.url}': no readable Parquet file left") from exc
-        verdicts, stats = _inspect(source, spec, rules, batch_rows, name, cache)
+        verdicts, stats = _inspect(source, spec, rules, batch_rows, name, target)
     for shard in source.shards:  # the reader must have delivered every row each footer promised
         read = verdicts.rows_by_path.get(shard.path, 0)
         if read != shard.num_rows:
@@ -211,9 +197,8 @@ def validate_source(source: Source, spec: PreprocessSpec, rules: Rules, *, batch
         val_profile=verdicts.profile(kept_codes, validation_side=True) if split else None,
         quarantined=verdicts.quarantined,
         report=verdicts.report,
-        cache=stats,
-        entries=(tuple(cache.entry(shard, spec, rules.group_column)[1] for shard in source.shards)
-                 if cache is not None else None),
+        cache=target.kept(stats),
+        entries=target.entries(source.shards, spec, rules.group_column),
     )
 
 

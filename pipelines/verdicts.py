@@ -9,7 +9,7 @@ import pyarrow as pa
 from pipelines.ingest import ROW_HASH
 from resmm.data.cells import column_cells, label_name
 from resmm.modalities.spec import BatchPreprocessor, PreprocessSpec
-from resmm.data.split import buckets_of, in_validation, split_keys
+from resmm.data.split import in_validation
 from resmm.sources.quarantine import id_hashes, row_faults
 
 
@@ -28,25 +28,16 @@ class Rules:
         return ["sample_id", "label", *spec.modalities, *([self.group_column] if self.group_column else [])]
 
 
-def inspect_batch(table: pa.Table, *, spec: PreprocessSpec, rules: Rules) -> pa.Table:
-    """map_batches stage: one verdict row per input row (ids hashed, bytes dropped); see verdict_table."""
-    _, pattern, events = decode_modalities(table, BatchPreprocessor(spec), features=False)
-    return verdict_table(table.column(ROW_HASH).to_numpy(), table.column("path").to_pylist(),
-                         column_cells(table.column("sample_id"), table.num_rows), row_labels(table),
-                         buckets_of(split_keys(table, rules.group_column)), pattern, events, rules)
-
-
-def decode_modalities(table: pa.Table, preprocessor: BatchPreprocessor, features: bool):
-    """Decode every modality of a contract batch: (values per modality, or {} without features; presence
-    pattern, bit i = modality i; per row the comma-joined faults and limits, or None)."""
+def decode_modalities(table: pa.Table, preprocessor: BatchPreprocessor):
+    """Decode every modality of a contract batch: (values per modality; presence pattern, bit i = modality i;
+    per row the comma-joined faults and limits, or None)."""
     rows, names = table.num_rows, table.column_names
     values, pattern = {}, np.zeros(rows, dtype=np.int8)
     events: list[list[str]] = [[] for _ in range(rows)]
     for bit, modality in enumerate(preprocessor.spec.modalities):
         cells = column_cells(table.column(modality) if modality in names else None, rows)
-        decoded = preprocessor.decode_column(modality, cells, features=features)
-        if features:
-            values[modality] = decoded.values
+        decoded = preprocessor.decode_column(modality, cells)
+        values[modality] = decoded.values
         pattern |= decoded.present.astype(np.int8) << bit
         for i, event in enumerate(decoded.events):
             if event:

@@ -12,8 +12,7 @@ import numpy as np
 import soundfile
 from pydantic import Field
 
-from resmm.data.audio import (AUDIO_EMPTY_OR_NAN, AUDIO_UNDECODABLE, decode_audios, read_waveforms,
-                              spectrogram_shape)
+from resmm.data.audio import AUDIO_EMPTY_OR_NAN, AUDIO_UNDECODABLE, decode_audios, spectrogram_shape
 from resmm.data.lengths import AUDIO_SECONDS_FALLBACK, audio_durations, choose_audio_seconds
 from resmm.modalities.base import (AutoLength, Encoder, Modality, Reference, RNNOptions, Settings,
                                    TransformerOptions, binary_column)
@@ -33,11 +32,6 @@ class AudioCfg(Settings):
 
 def decode(cells: list, cfg: AudioCfg):
     return decode_audios(cells, cfg.sample_rate_hz, cfg.max_seconds, cfg.n_mels)
-
-
-def check(cells: list, cfg: AudioCfg):
-    """Waveforms only: presence and events are those of `decode`, without the spectrogram that cannot fail."""
-    return read_waveforms(cells, cfg.sample_rate_hz, cfg.max_seconds)
 
 
 def input_shape(cfg: AudioCfg) -> tuple[int, ...]:
@@ -111,7 +105,7 @@ def build_reference(cfg: AudioCfg, num_classes: int) -> nn.Module:
 
 AUDIO = Modality(
     name="audio", settings=AudioCfg, column=binary_column("encoded WAV/FLAC/OGG bytes"), decode=decode,
-    input_shape=input_shape, augment=augment, build_encoder=build_encoder, example_cell=example_cell, check=check,
+    input_shape=input_shape, augment=augment, build_encoder=build_encoder, example_cell=example_cell,
     compact=compact, expand=expand,
     auto_length=AutoLength("max_seconds", choose_max_seconds, AUDIO_SECONDS_FALLBACK),
     default_encoder="resnet",

@@ -152,8 +152,6 @@ class Modality:
     augment: Callable  # (decoded tensor batch, torch.Generator) -> tensor batch of the same shape
     build_encoder: Callable  # (settings, embed_dim, norm name) -> nn.Module mapping a batch to (B, embed_dim)
     example_cell: Callable[[Any], Any]  # settings -> one valid JSON cell for the registered model's input example
-    # The validation pass needs presence and events only; a cheaper decode that yields the same presence.
-    check: Callable[[list, Any], Decoded] | None = None
     auto_length: AutoLength | None = None
     # The decoded-feature cache (resmm/data/cache.py): `compact` (decoded numpy values, settings) -> the smaller
     # array an entry stores; `expand` (that array as a tensor, settings) -> the decoded values again, on the
@@ -193,9 +191,9 @@ class Modality:
         return settings if self.pin_files is None else self.pin_files(settings)
 
     def decode_sources(self) -> list[str]:
-        """The modules whose code shapes this modality's decoded values: where its decode, check, compact,
+        """The modules whose code shapes this modality's decoded values: where its decode, compact,
         expand, settings and file pinning are defined, and `decode_modules`."""
-        defined = (self.decode, self.check, self.compact, self.expand, self.settings, self.input_shape,
+        defined = (self.decode, self.compact, self.expand, self.settings, self.input_shape,
                    self.pin_files)
         return sorted({f.__module__ for f in defined if f is not None} | set(self.decode_modules))
 

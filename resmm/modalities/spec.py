@@ -59,13 +59,9 @@ class BatchPreprocessor:
         self.spec = spec
         self._class_index = {name: i for i, name in enumerate(spec.classes)}
 
-    def decode_column(self, modality: str, cells: list, features: bool = True) -> Decoded:
-        """Decode one modality's cells. features=False takes the modality's cheaper `check` where it has one
-        (audio: waveforms without the spectrogram that cannot fail), for the validation pass that only needs
-        presence and events; presence is identical either way."""
-        record = MODALITIES[modality]
-        decode = record.decode if features or record.check is None else record.check
-        return decode(cells, self.spec.settings[modality])
+    def decode_column(self, modality: str, cells: list) -> Decoded:
+        """Decode one modality's cells with its record's decoder."""
+        return MODALITIES[modality].decode(cells, self.spec.settings[modality])
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
         rows = len(next(iter(batch.values())))
