@@ -70,17 +70,20 @@ class CacheTarget:
         rebuilt or reused, the entry's bytes)."""
         fs, path, key = self.entry(shard, spec, rules.group_column)
         problem, stored = read_verified(fs, path, key, shard.num_rows, _VERDICT_COLUMNS)
-        if problem is None:
-            verdicts = verdict_table(stored.column(ROW_HASH).to_numpy(), [shard.path] * stored.num_rows,
-                                     stored.column("sample_id").to_pylist(), stored.column("label").to_pylist(),
-                                     stored.column("split_bucket").to_numpy(), stored.column("pattern").to_numpy(),
-                                     stored.column("events").to_pylist(), rules)
-            return verdicts, "reused", int(fs.info(path).get("size") or 0)
+        if problem is None:  # the stored verdict columns, as the slice that wrote them held them
+            reused = Slice(stored.column(ROW_HASH).to_numpy(), stored.column("sample_id").to_pylist(),
+                           stored.column("label").to_pylist(), stored.column("split_bucket").to_numpy(),
+                           stored.column("pattern").to_numpy(), stored.column("events").to_pylist(), {})
+            return reused.verdicts(shard, rules), "reused", int(fs.info(path).get("size") or 0)
         verdicts, layout = [], layout_of(spec)
-        parts = (entry_part(s.row_hashes, s.sample_ids, s.labels, s.buckets, s.pattern, s.events,
-                            compact_batch(s.values, spec), layout)
-                 for s in decoded_slices(shard, spec, rules, batch_rows, verdicts))
-        size = write_entry(fs, path, parts, key, shard.num_rows, layout)
+
+        def parts():  # written as decoded, one slice at a time; each slice's verdicts kept on the way
+            for s in decoded_slices(shard, spec, rules, batch_rows):
+                verdicts.append(s.verdicts(shard, rules))
+                yield entry_part(s.row_hashes, s.sample_ids, s.labels, s.buckets, s.pattern, s.events,
+                                 compact_batch(s.values, spec), layout)
+
+        size = write_entry(fs, path, parts(), key, shard.num_rows, layout)
         return _joined(verdicts, rules), "built" if problem == "missing" else "rebuilt", size
 
     def entries(self, shards, spec: PreprocessSpec, group_column: str | None) -> tuple[str, ...]:
@@ -99,10 +102,8 @@ class NoCache:
     url: None = None
 
     def fill(self, shard, spec: PreprocessSpec, rules: Rules, batch_rows: int) -> tuple[pa.Table, str, int]:
-        verdicts = []
-        for _ in decoded_slices(shard, spec, rules, batch_rows, verdicts):
-            pass  # the decoded values are discarded
-        return _joined(verdicts, rules), "off", 0
+        verdicts = [s.verdicts(shard, rules) for s in decoded_slices(shard, spec, rules, batch_rows)]
+        return _joined(verdicts, rules), "off", 0  # the decoded values are discarded
 
     def entries(self, shards, spec: PreprocessSpec, group_column: str | None) -> None:
         return None
@@ -124,8 +125,8 @@ def fill_shard(shard, spec: PreprocessSpec, rules: Rules, target: CacheTarget | 
         CACHE_BYTES, pa.array([size] * verdicts.num_rows, pa.int64()))
 
 
-def decoded_slices(shard, spec: PreprocessSpec, rules: Rules, batch_rows: int, verdicts: list):
-    """One shard, decoded `batch_rows` rows at a time (memory stays one slice); appends each slice's verdicts."""
+def decoded_slices(shard, spec: PreprocessSpec, rules: Rules, batch_rows: int):
+    """One shard, decoded `batch_rows` rows at a time (memory stays one slice)."""
     preprocessor = BatchPreprocessor(spec)
     fs, path = open_filesystem(shard.url)
     offset = 0
@@ -140,10 +141,8 @@ def decoded_slices(shard, spec: PreprocessSpec, rules: Rules, batch_rows: int, v
             row_hashes = _compute_row_hashes(shard.path, offset, rows)
             offset += rows
             values, pattern, events = decode_modalities(table, preprocessor)
-            decoded = Slice(row_hashes, column_cells(table.column("sample_id"), rows), row_labels(table),
-                            buckets_of(split_keys(table, rules.group_column)), pattern, events, values)
-            verdicts.append(decoded.verdicts(shard, rules))
-            yield decoded
+            yield Slice(row_hashes, column_cells(table.column("sample_id"), rows), row_labels(table),
+                        buckets_of(split_keys(table, rules.group_column)), pattern, events, values)
 
 
 def fill_stage(batch: dict, *, shards, spec: PreprocessSpec, rules: Rules, target: CacheTarget | NoCache,

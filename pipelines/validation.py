@@ -46,6 +46,7 @@ class _Verdicts:
     group_codes: list = field(default_factory=list)
     quarantined: dict = field(default_factory=dict)  # row_hash -> reason
     report: QuarantineReport = field(default_factory=QuarantineReport)
+    faults: frozenset = field(default_factory=modality_faults)  # events that marked a modality missing
 
     def add(self, batch: pa.Table) -> None:
         self.rows_by_path.update(batch.column("path").to_pylist())
@@ -55,10 +56,9 @@ class _Verdicts:
         for row_hash, reason in zip(row_hashes[~clean].tolist(), (r for r in reasons if r is not None)):
             self.quarantined[row_hash] = reason
             self.report.rows[reason] += 1
-        faults = modality_faults()
         for cell, ok in zip(batch.column("events").to_pylist(), clean):
             for event in (cell.split(",") if cell and ok else ()):
-                (self.report.modalities_marked_missing if event in faults
+                (self.report.modalities_marked_missing if event in self.faults
                  else self.report.input_limits)[event] += 1
         keys = zip(batch.column("is_val").to_pylist(), batch.column("label").to_pylist(),
                    batch.column("pattern").to_pylist())

@@ -244,10 +244,12 @@ def score_reference(cfg, train: dict, val: dict, classes: list[str], epochs: int
     present = {m: val[f"{m}_present"] > 0 for m in spec.modalities}
     log_probs, unimodal = {}, {}
     for m in spec.modalities:
+        if MODALITIES[m].reference is None:
+            progress(f"[reference] {m}: its modality record names no reference model; left out")
+            continue
         rows = np.flatnonzero(train[f"{m}_present"] > 0)
-        if len(rows) == 0 or MODALITIES[m].reference is None:
-            progress(f"[reference] {m}: " + ("no training row has it" if len(rows) == 0 else
-                                             "its modality record names no reference model") + "; left out")
+        if len(rows) == 0:
+            progress(f"[reference] {m}: no training row has it; left out")
             continue
         model_started = time.perf_counter()
         torch.manual_seed(cfg.train.seed)
