@@ -26,23 +26,44 @@ def _fmt(value, digits=1):
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
+def _feed_ratios(rows: list[dict]) -> list[str]:
+    """resmm against the two DataLoaders at each scale: epochs 2+ against the one on resmm's cache entries, and
+    epoch 1 (with and without Ray Data's start-up) against the one that decodes."""
+    lines = []
+    for scale in sorted({r["scale"] for r in rows}):
+        by = {r["system"]: r for r in rows if r["scale"] == scale}
+        resmm, on_cache, decoding = by.get("resmm"), by.get("dataloader_on_cache"), by.get("dataloader")
+        if resmm and on_cache:
+            lines.append(f"- {scale}x, epochs 2+: resmm ÷ DataLoader on the same cache entries = "
+                         f"**{resmm['epoch2plus_samples_per_s'] / on_cache['epoch2plus_samples_per_s']:.2f}x**")
+        if resmm and decoding:
+            lines.append(f"- {scale}x, epoch 1: resmm ÷ re-decoding DataLoader = "
+                         f"**{resmm['epoch1_samples_per_s'] / decoding['epoch1_samples_per_s']:.2f}x**, or "
+                         f"{resmm.get('epoch1_with_startup_samples_per_s', 0) / decoding['epoch1_samples_per_s']:.2f}x "
+                         f"with Ray Data's start-up ({resmm.get('startup_s', 0):.1f} s) counted in")
+    return [""] + lines if lines else []
+
+
 def markdown(results: dict) -> str:
     lines = [f"# resmm benchmarks ({results['machine']['cpus']} CPUs, {results['machine']['updated']})", ""]
     ingest = results.get("ingest")
     if ingest:
         lines += ["## Ingest: the same shards, transforms, batches, dtypes and resampling; medians of interleaved runs",
-                  "", "| system | scale | epochs | epoch 1 rows/s | epochs 2+ rows/s | runs (epochs 2+) | "
+                  "", "| system | scale | epochs | Ray Data start-up s | epoch 1 rows/s | epoch 1 with start-up | "
+                  "epochs 2+ rows/s | runs (epochs 2+) | "
                   "CPU-s / 1k rows, epoch 1 | CPU-s / 1k rows, epochs 2+ | peak RSS MB | peak PSS MB | "
-                  "peak anon RSS MB | resmm epochs 2+ ÷ this |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "peak anon RSS MB | resmm epochs 2+ ÷ this |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in ingest["rows"]:
             resmm = next((r for r in ingest["rows"] if r["system"] == "resmm" and r["scale"] == row["scale"]), None)
             ratio = resmm["epoch2plus_samples_per_s"] / row["epoch2plus_samples_per_s"] if resmm else None
-            lines.append(f"| {row['system']} | {row['scale']}x | {row['epochs']} | {_fmt(row['epoch1_samples_per_s'])} | "
+            lines.append(f"| {row['system']} | {row['scale']}x | {row['epochs']} | {_fmt(row.get('startup_s'), 2)} | "
+                         f"{_fmt(row['epoch1_samples_per_s'])} | {_fmt(row.get('epoch1_with_startup_samples_per_s'))} | "
                          f"{_fmt(row['epoch2plus_samples_per_s'])} | "
                          f"{', '.join(_fmt(r) for r in row['runs_epoch2plus_samples_per_s'])} | "
                          f"{_fmt(row['epoch1_cpu_s_per_1000'], 2)} | {_fmt(row['epoch2plus_cpu_s_per_1000'], 2)} | "
                          f"{_fmt(row['peak_rss_mb'], 0)} | {_fmt(row['peak_pss_mb'], 0)} | "
                          f"{_fmt(row['peak_anon_rss_mb'], 0)} | {_fmt(ratio, 2)}x |")
+        lines += _feed_ratios(ingest["rows"])
         lines += [""] + [f"- {note}" for note in ingest.get("notes", [])] + [""]
     train = results.get("train")
     if train:

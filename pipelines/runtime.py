@@ -71,9 +71,12 @@ def token_refused(address: str, timeout_s: float = 20.0) -> bool:
 def connect_ray() -> None:
     """RAY_ADDRESS (set by `ray job submit` too) if given; otherwise a fresh local Ray instance.
 
-    A local instance gets `resmm` and `pipelines` as py_modules, so workers import the very code the driver
-    runs, installed or not. Under `ray job submit` the job's own runtime_env (working_dir) provides them.
-    The frameworks' INFO logs and the workers' output stay in Ray's log directory unless RESMM_LOG_LEVEL=INFO.
+    A local instance ships `resmm` and `pipelines` as py_modules only where a worker started from this
+    interpreter would import other code than the driver runs (a checkout beside another install): workers then
+    import the very code the driver runs, installed or not. Otherwise the workers Ray starts with the instance
+    serve at once, instead of fresh ones started for the py_modules environment (about a second of every run).
+    Under `ray job submit` the job's own runtime_env (working_dir) provides them. The frameworks' INFO logs and the workers' output
+    stay in Ray's log directory unless RESMM_LOG_LEVEL=INFO.
     """
     configure_data_context()
     if ray.is_initialized():
@@ -83,16 +86,35 @@ def connect_ray() -> None:
     if address:
         context = init_cluster(address, options)
     else:
-        import pipelines
-        import resmm
-
         use_local_token()
-        modules = [str(Path(m.__file__).parent) for m in (resmm, pipelines)]
-        context = ray.init(address="local", runtime_env={"py_modules": modules}, **options)
+        context = ray.init(address="local", runtime_env=local_code_env(), **options)
     console.quiet_frameworks()
     if not console.verbose():
         say(f"[resmm] Ray's logs: {context.address_info['session_dir']}/logs "
             f"(set {console.LOG_LEVEL_ENV}=INFO to see them here)")
+
+
+_SHIPPED = ("resmm", "pipelines")
+_FIND = "import importlib.util, sys; print('\\n'.join(importlib.util.find_spec(m).origin for m in sys.argv[1:]))"
+
+
+def local_code_env() -> dict:
+    """The runtime_env of a local instance: {} where a process started from this interpreter, outside this
+    directory, imports the same `resmm` and `pipelines` files as this one; else both as py_modules."""
+    import importlib
+    import subprocess
+    import sys
+    import tempfile
+
+    mine = [str(Path(importlib.import_module(m).__file__).resolve()) for m in _SHIPPED]
+    try:
+        found = subprocess.run([sys.executable, "-c", _FIND, *_SHIPPED], capture_output=True, text=True,
+                               timeout=30, cwd=tempfile.gettempdir()).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        found = []
+    if [str(Path(f).resolve()) for f in found] == mine:
+        return {}
+    return {"py_modules": [str(Path(m).parent) for m in mine]}
 
 
 def configure_data_context(cfg: Config | None = None) -> None:

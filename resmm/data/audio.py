@@ -8,7 +8,6 @@ from math import gcd
 import numpy as np
 import scipy.fft
 import soundfile
-from scipy.signal import firwin, resample_poly
 
 from resmm.data.decoded import DecodeError, Decoded, decode_cells
 
@@ -38,6 +37,10 @@ def read_waveform(blob: bytes, sample_rate_hz: int, max_seconds: float) -> tuple
     if mono.size == 0 or not np.isfinite(mono).all():
         raise DecodeError("empty or non-finite audio", AUDIO_EMPTY_OR_NAN)
     if source_rate != sample_rate_hz:
+        # Imported here: scipy.signal costs most of a decode worker's imports (0.8 s), and clips already at
+        # the configured rate never need it.
+        from scipy.signal import resample_poly
+
         common = gcd(int(source_rate), sample_rate_hz)
         up, down = sample_rate_hz // common, int(source_rate) // common
         mono = resample_poly(mono, up, down, window=resampling_filter(up, down)).astype(np.float32)
@@ -48,6 +51,8 @@ def read_waveform(blob: bytes, sample_rate_hz: int, max_seconds: float) -> tuple
 def resampling_filter(up: int, down: int) -> np.ndarray:
     """The anti-aliasing FIR filter `resample_poly` designs by default (Kaiser, β = 5), designed once per rate
     pair instead of once per clip: the design cost more than the resampling itself (benchmarks/ingest.py)."""
+    from scipy.signal import firwin
+
     max_rate = max(up, down)
     return firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
 
