@@ -146,11 +146,11 @@ def ray_data_startup() -> float:
 
 
 def feed_resmm_cache_off(job: dict) -> list[dict]:
-    """resmm's feed with data.cache=off (resmm before the cache): every epoch reads and decodes the shards in
-    Ray Data tasks (read + decode fused, one task per shard), then the same fed_batches."""
+    """resmm's feed with data.cache=off: every epoch decodes the shards again in Ray Data tasks (one per shard,
+    the validation pass's own decode), then the same fed_batches."""
     import torch
 
-    from pipelines.ingest import build_split
+    from pipelines.feature_cache import decoded_split
     from pipelines.runtime import configure_data_context, connect_ray
     from resmm.config import load_config
     from resmm.data.feed import fed_batches
@@ -160,7 +160,7 @@ def feed_resmm_cache_off(job: dict) -> list[dict]:
     cfg = load_config(None, list(job.get("overrides", [])))
     configure_data_context(cfg)
     spec = default_spec(job["classes"])
-    dataset = build_split(_source(job["files"]), spec, validation=None, val_fraction=0.1, batch_rows=BATCH_ROWS)
+    dataset = decoded_split(_source(job["files"]), spec, validation=None, val_fraction=0.1, batch_rows=BATCH_ROWS)
 
     def batches(epoch):
         return fed_batches(dataset, BATCH, "cpu", None, 1.0, torch.Generator(), shuffle_seed=epoch,

@@ -1,20 +1,15 @@
-"""Ray Data graphs for training: scan shards → check the contract → drop quarantined rows → split → decode,
-all streaming."""
+"""Scanning the shards behind a data URL (every footer read and the contract checked before any data is read) and
+streaming their rows with Ray Data. The decoding streams of training live in pipelines/feature_cache.py."""
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 from dataclasses import dataclass
 
-import numpy as np
-import pyarrow as pa
 import ray.data
 
 from resmm.sources.contract import ContractError, check_schema, label_kind
-from resmm.modalities.spec import BatchPreprocessor, PreprocessSpec
-from resmm.data.split import select_split
 from resmm.sources.shards import Shard, ShardError, arrow_filesystem, list_parquet_files, read_footers
 
 ROW_HASH = "row_hash"  # the column Ray's read_parquet(include_row_hash=True) adds
@@ -102,74 +97,3 @@ def file_list_reader(context):
         yield
     finally:
         context.use_datasource_v2 = saved
-
-
-def drop_rows(table: pa.Table, *, row_hashes: np.ndarray) -> pa.Table:
-    """map_batches stage: drop the quarantined rows (by Ray's row_hash) and the row_hash column itself."""
-    keep = ~np.isin(table.column(ROW_HASH).to_numpy(), row_hashes)
-    return table.filter(pa.array(keep)).drop_columns([ROW_HASH])
-
-
-def read_split(source: Source, columns: list[str], *, validation: bool | None, val_fraction: float,
-               group_column: str | None = None, quarantined: np.ndarray | None = None) -> ray.data.Dataset:
-    """Stream one side of the hash split by group, else sample_id (validation=True/False), or every row (None),
-    without the quarantined rows (row hashes found by the validation stage)."""
-    has_quarantine = quarantined is not None and len(quarantined) > 0
-    if validation is not None and group_column and group_column not in columns:
-        columns = [*columns, group_column]  # left out by read_source where the shards carry none
-    dataset = read_source(source, columns, row_hashes=has_quarantine)
-    if has_quarantine:
-        dataset = dataset.map_batches(drop_rows, batch_format="pyarrow", fn_kwargs={"row_hashes": quarantined})
-    if validation is None:
-        return dataset
-    return dataset.map_batches(
-        select_split, batch_format="pyarrow",
-        fn_kwargs={"validation": validation, "val_fraction": val_fraction, "group_column": group_column},
-    )
-
-
-def row_parts(table: pa.Table, rows: int):
-    """A read block in slices of `rows` rows, for the decoding stages that run on whole read blocks.
-
-    Stages take whole blocks (`map_batches(batch_size=None)`) and slice them here because Ray fuses only such a
-    stage with the read: one task per shard reads and decodes, with no round trip of encoded bytes through the
-    object store (benchmarks/results/).
-    """
-    for start in range(0, table.num_rows, rows):
-        yield table.slice(start, rows)
-
-
-def row_ids_of(sample_ids: pa.ChunkedArray) -> np.ndarray:
-    """A 64-bit id per row from its sample_id (blake2b): the training feed draws a row's copies from it."""
-    digests = b"".join(hashlib.blake2b(str(v).encode(), digest_size=8).digest() for v in sample_ids.to_pylist())
-    return np.frombuffer(digests, dtype=np.int64)
-
-
-def preprocess_block(table: pa.Table, spec: PreprocessSpec, batch_rows: int):
-    """map_batches stage over whole read blocks (see row_parts): decode `batch_rows` rows at a time."""
-    preprocess = BatchPreprocessor(spec)
-    for part in row_parts(table, batch_rows):
-        out = preprocess({name: part.column(name) for name in part.column_names})
-        out["row_id"] = row_ids_of(part.column("sample_id"))
-        yield out
-
-
-def build_split(
-    source: Source,
-    spec: PreprocessSpec,
-    *,
-    validation: bool | None,
-    val_fraction: float,
-    batch_rows: int,
-    group_column: str | None = None,
-    quarantined: np.ndarray | None = None,
-) -> ray.data.Dataset:
-    """read → drop quarantined rows → (optional hash split by group, else sample_id) → decode/preprocess, as one
-    lazy streaming Dataset."""
-    dataset = read_split(
-        source, ["sample_id", "label", *spec.modalities], validation=validation, val_fraction=val_fraction,
-        group_column=group_column, quarantined=quarantined,
-    )
-    return dataset.map_batches(
-        preprocess_block, batch_format="pyarrow", batch_size=None, fn_kwargs={"spec": spec, "batch_rows": batch_rows}
-    )

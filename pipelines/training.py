@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from pipelines.feature_cache import CacheTarget, read_cached_split
-from pipelines.ingest import Source, build_split, scan_source
+from pipelines.feature_cache import CacheTarget, decoded_split, read_cached_split
+from pipelines.ingest import Source, scan_source
 from pipelines.runtime import configure_data_context, connect_ray
 from pipelines.validation import Rules, Validation, validate_source, write_quarantine
 from resmm.config import Config, ConfigError
@@ -286,7 +286,7 @@ def split_datasets(cfg: Config, spec: PreprocessSpec, checks: dict[str, Validati
     else:
         sides = {"train": (checks["train"], False), "val": (checks["train"], True)}
     return {
-        name: (build_split(check.source, spec, validation=side, val_fraction=cfg.data.val_fraction,
+        name: (decoded_split(check.source, spec, validation=side, val_fraction=cfg.data.val_fraction,
                            batch_rows=cfg.data.preprocess_batch_rows, group_column=cfg.data.group_column,
                            quarantined=check.quarantined_row_hashes)
                if check.entries is None else

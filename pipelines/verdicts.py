@@ -8,7 +8,8 @@ import pyarrow as pa
 
 from pipelines.ingest import ROW_HASH
 from resmm.data.cells import column_cells, label_name
-from resmm.modalities.spec import BatchPreprocessor, PreprocessSpec
+from resmm.modalities.compact import decode_compact
+from resmm.modalities.spec import PreprocessSpec
 from resmm.data.split import in_validation
 from resmm.sources.quarantine import id_hashes, row_faults
 
@@ -24,19 +25,24 @@ class Rules:
     group_column: str | None = None  # data.group_column: a group's rows share a side (None: split by sample_id)
 
     def columns(self, spec: PreprocessSpec) -> list[str]:
-        """The source columns the stage reads: the id, the label, every modality and the group column."""
-        return ["sample_id", "label", *spec.modalities, *([self.group_column] if self.group_column else [])]
+        return source_columns(spec, self.group_column)
 
 
-def decode_modalities(table: pa.Table, preprocessor: BatchPreprocessor):
-    """Decode every modality of a contract batch: (values per modality; presence pattern, bit i = modality i;
-    per row the comma-joined faults and limits, or None)."""
+def source_columns(spec: PreprocessSpec, group_column: str | None) -> list[str]:
+    """The source columns a decode reads: the id, the label, every modality and the group column."""
+    return ["sample_id", "label", *spec.modalities, *([group_column] if group_column else [])]
+
+
+def decode_modalities(table: pa.Table, spec: PreprocessSpec):
+    """Decode every modality of a contract batch into its compact form (resmm.modalities.compact.decode_compact):
+    (values per modality; presence pattern, bit i = modality i; per row the comma-joined faults and limits,
+    or None)."""
     rows, names = table.num_rows, table.column_names
     values, pattern = {}, np.zeros(rows, dtype=np.int8)
     events: list[list[str]] = [[] for _ in range(rows)]
-    for bit, modality in enumerate(preprocessor.spec.modalities):
+    for bit, modality in enumerate(spec.modalities):
         cells = column_cells(table.column(modality) if modality in names else None, rows)
-        decoded = preprocessor.decode_column(modality, cells)
+        decoded = decode_compact(modality, cells, spec.settings[modality])
         values[modality] = decoded.values
         pattern |= decoded.present.astype(np.int8) << bit
         for i, event in enumerate(decoded.events):

@@ -25,12 +25,12 @@ class DecodeError(ValueError):
         self.reason = reason
 
 
-def decode_cells(cells, shape: tuple[int, ...], decode_one: Callable) -> Decoded:
-    """A column of encoded cells (None or empty = missing) -> (N, *shape) float32, presence, per-row event.
+def decode_cells(cells, shape: tuple[int, ...], decode_one: Callable, dtype=np.float32) -> Decoded:
+    """A column of encoded cells (None or empty = missing) -> (N, *shape) `dtype`, presence, per-row event.
 
     decode_one(blob) -> (array, event or None); an array shorter than shape[0] is zero-padded (a short clip).
     """
-    values = np.zeros((len(cells), *shape), dtype=np.float32)
+    values = np.zeros((len(cells), *shape), dtype=dtype)
     present = np.zeros(len(cells), dtype=bool)
     events: list = [None] * len(cells)
     for i, blob in enumerate(cells):

@@ -1,4 +1,5 @@
-"""Image decoding: encoded PNG/JPEG/WebP bytes of any size or mode -> normalised (C, S, S) float32 arrays."""
+"""Image decoding: encoded PNG/JPEG/WebP bytes of any size or mode -> (C, S, S) uint8 pixels, normalised to
+float32 model inputs where a model reads them."""
 from __future__ import annotations
 
 import io
@@ -17,7 +18,7 @@ _MEAN, _STD = 0.5, 0.25
 
 
 def decode_image(blob: bytes, size_px: int, channels: int, max_pixels: int) -> np.ndarray:
-    """One encoded image -> (channels, size_px, size_px) float32, letterboxed to keep the aspect ratio.
+    """One encoded image -> (channels, size_px, size_px) uint8 pixels, letterboxed to keep the aspect ratio.
 
     The pixel count is checked from the header before any pixel is decoded, so a decompression bomb costs
     nothing; Pillow's own bomb limit stays on behind it.
@@ -37,9 +38,8 @@ def decode_image(blob: bytes, size_px: int, channels: int, max_pixels: int) -> n
         if isinstance(exc, DecodeError):
             raise
         raise DecodeError(str(exc), IMAGE_UNDECODABLE) from exc
-    pixels = np.asarray(canvas, dtype=np.float32)  # (S, S) or (S, S, 3), 0..255
-    pixels = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)  # (C, S, S)
-    return normalise_pixels(pixels)
+    pixels = np.asarray(canvas, dtype=np.uint8)  # (S, S) or (S, S, 3)
+    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)  # (C, S, S)
 
 
 def normalise_pixels(pixels):
@@ -58,10 +58,16 @@ def pixels_of(values: np.ndarray) -> np.ndarray:
     return np.rint((values * _STD + _MEAN) * 255.0).clip(0, 255).astype(np.uint8)
 
 
-def decode_images(blobs, size_px: int, channels: int, max_pixels: int) -> Decoded:
-    """A column of encoded images (None = missing) -> (N, C, S, S) float32, presence, per-row fault."""
+def decode_images(blobs, size_px: int, channels: int, max_pixels: int, pixels: bool = False) -> Decoded:
+    """A column of encoded images (None = missing) -> (N, C, S, S) float32 model inputs, presence, per-row fault;
+    with `pixels`, the uint8 pixels themselves (the cache's compact form: quantised once, by the decoder)."""
     decode_one = partial(_decode_cell, size_px=size_px, channels=channels, max_pixels=max_pixels)
-    return decode_cells(blobs, (channels, size_px, size_px), decode_one)
+    decoded = decode_cells(blobs, (channels, size_px, size_px), decode_one, np.uint8)
+    if pixels:
+        return decoded
+    values = np.zeros(decoded.values.shape, np.float32)  # absent rows stay zeros, not normalised black
+    values[decoded.present] = normalise_pixels(decoded.values[decoded.present].astype(np.float32))
+    return decoded._replace(values=values)
 
 
 def _decode_cell(blob: bytes, size_px: int, channels: int, max_pixels: int) -> tuple[np.ndarray, None]:

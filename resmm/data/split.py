@@ -38,9 +38,3 @@ def in_validation(buckets: np.ndarray, val_fraction: float) -> np.ndarray:
 def is_validation(sample_ids, val_fraction: float) -> np.ndarray:
     """(N,) bool: which split keys fall in the validation split."""
     return in_validation(buckets_of(sample_ids), val_fraction)
-
-
-def select_split(table: pa.Table, *, validation: bool, val_fraction: float, group_column: str | None) -> pa.Table:
-    """map_batches stage (pyarrow format): keep only the rows of one side of the split."""
-    in_val = is_validation(split_keys(table, group_column), val_fraction)
-    return table.filter(pa.array(in_val if validation else ~in_val))

@@ -158,6 +158,9 @@ class Modality:
     # worker's device, returning its input unchanged when it is already a model input. None: stored as decoded.
     compact: Callable[[Any, Any], Any] | None = None
     expand: Callable[[Any, Any], Any] | None = None
+    # (cells, settings) -> Decoded straight in the compact form, where the modality can skip the model-input form
+    # (image: uint8 pixels, quantised once); None: `compact` of `decode`'s values.
+    decode_compact: Callable[[list, Any], Decoded] | None = None
     # The encoder family: `build_encoder` is the default, named `default_encoder`; `encoders` the alternatives
     # (resmm/models/sequence_encoders.py). `pretrained` builds `hf:<source>` towers (the `pretrained` extra).
     default_encoder: str = "default"
@@ -193,7 +196,7 @@ class Modality:
     def decode_sources(self) -> list[str]:
         """The modules whose code shapes this modality's decoded values: where its decode, compact,
         expand, settings and file pinning are defined, and `decode_modules`."""
-        defined = (self.decode, self.compact, self.expand, self.settings, self.input_shape,
+        defined = (self.decode, self.compact, self.decode_compact, self.expand, self.settings, self.input_shape,
                    self.pin_files)
         return sorted({f.__module__ for f in defined if f is not None} | set(self.decode_modules))
 

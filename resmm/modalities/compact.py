@@ -1,4 +1,4 @@
-"""Each modality's compact form in the decoded-feature cache (resmm/data/cache.py), as the fill task writes it
+"""Each modality's compact form in the decoded-feature cache (resmm/data/cache.py), as the fill task decodes it
 (the way back runs on the worker: resmm.modalities.transforms.expand_batch); the layout of an entry's columns;
 and the files whose code keys the entries, so that editing any modality's decoder re-decodes."""
 from __future__ import annotations
@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from resmm.data.cache import Layout
+from resmm.data.decoded import Decoded
 from resmm.modalities import MODALITIES
 
 # Modules every decoded value passes through, whatever its modality: fault capture, cells and labels, the
@@ -32,9 +33,14 @@ def compact_values(modality: str, values: np.ndarray, settings) -> np.ndarray:
     return np.ascontiguousarray(record.compact(values, settings))
 
 
-def compact_batch(values: dict, spec) -> dict:
-    """Every modality of `spec` in its compact form, in the spec's order (the entry's column order)."""
-    return {m: compact_values(m, values[m], spec.settings[m]) for m in spec.modalities}
+def decode_compact(modality: str, cells: list, settings) -> Decoded:
+    """A column of cells decoded into the compact form an entry stores: the record's `decode_compact` where it
+    has one, else its `compact` of the decoded values."""
+    record = MODALITIES[modality]
+    if record.decode_compact is not None:
+        return record.decode_compact(cells, settings)
+    decoded = record.decode(cells, settings)
+    return decoded._replace(values=compact_values(modality, decoded.values, settings))
 
 
 def layout_of(spec) -> Layout:

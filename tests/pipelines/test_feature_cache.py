@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -11,11 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipelines.feature_cache import CacheTarget, fill_shard, read_cached_split
-from pipelines.ingest import build_split, scan_source
+from pipelines.feature_cache import CacheTarget, decoded_split, fill_shard, read_cached_split
+from pipelines.ingest import scan_source
 from pipelines.validation import Rules, validate_source
 from resmm.config import load_config
-from resmm.modalities.spec import PreprocessSpec
+from resmm.modalities.spec import BatchPreprocessor, PreprocessSpec
 from resmm.data.cache import entry_key, list_entries, prune_entries, read_verified
 from resmm.modalities.transforms import expand_batch
 from resmm.data.split import buckets_of, in_validation
@@ -92,12 +93,28 @@ def test_second_run_decodes_nothing_and_feeds_what_a_fresh_decode_feeds(local_ra
     for side in (False, True):
         cached = rows_of(read_cached_split(list(second.entries), second.cache.location, spec, validation=side,
                                            val_fraction=0.25), spec)
-        fresh = rows_of(build_split(second.source, spec, validation=side, val_fraction=0.25, batch_rows=5), spec)
+        fresh = rows_of(decoded_split(second.source, spec, validation=side, val_fraction=0.25, batch_rows=5), spec)
         assert len(cached["label"]) == (second.val_profile if side else second.train_profile).rows > 0
-        for key in ("image", "text", "label", "image_present", "text_present", "audio_present"):
+        # One path: the cache-off stream decodes with the fill's own function, so the worker gets the same arrays.
+        for key in ("image", "text", "audio", "label", "image_present", "text_present", "audio_present", "row_id"):
             assert cached[key].dtype == fresh[key].dtype and torch.equal(cached[key], fresh[key]), key
-        audio_error = (cached["audio"] - fresh["audio"]).abs().max().item()
-        assert cached["audio"].dtype == torch.float32 and 0 < audio_error <= 2e-3  # fp16 storage, not exact
+    direct = decoded_rows(shards, spec)  # the decoders themselves, on the source rows
+    every = rows_of(read_cached_split(list(second.entries), second.cache.location, spec, validation=None,
+                                      val_fraction=0.25), spec)
+    for key in ("image", "text", "label", "image_present", "text_present", "audio_present"):
+        assert torch.equal(every[key], direct[key]), key  # pixels and tokens are stored exactly
+    audio_error = (every["audio"] - direct["audio"]).abs().max().item()
+    assert every["audio"].dtype == torch.float32 and 0 < audio_error <= 2e-3  # fp16 storage, not exact
+
+
+def decoded_rows(root, spec) -> dict:
+    """Every source row through BatchPreprocessor, sorted as rows_of sorts."""
+    decoded = BatchPreprocessor(spec)(pq.read_table(sorted(Path(root).glob("*.parquet"))).to_pydict())
+    rows = {k: torch.from_numpy(v) for k, v in decoded.items()}
+    keys = [hash((rows["image"][i].numpy().tobytes(), rows["text"][i].numpy().tobytes()))
+            for i in range(len(rows["label"]))]
+    order = np.argsort(keys, kind="stable")
+    return {k: v[order] for k, v in rows.items()}
 
 
 def test_compact_columns_are_small_types(local_ray, shards, tmp_path):
@@ -218,7 +235,7 @@ def test_streamed_and_cached_splits_keep_each_group_on_one_side(local_ray, group
     for side, rows in ((True, val_rows), (False, 3 * ROWS_PER_SHARD - val_rows)):
         from_cache = rows_of(read_cached_split(list(cached.entries), cached.cache.location, spec, validation=side,
                                                val_fraction=0.25), spec)
-        from_source = rows_of(build_split(streamed.source, spec, validation=side, val_fraction=0.25, batch_rows=5,
+        from_source = rows_of(decoded_split(streamed.source, spec, validation=side, val_fraction=0.25, batch_rows=5,
                                           group_column="group_id"), spec)
         assert len(from_cache["label"]) == rows
         assert torch.equal(from_cache["image"], from_source["image"])

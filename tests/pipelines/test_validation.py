@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-from pipelines.feature_cache import CacheTarget, read_cached_split
-from pipelines.ingest import build_split, scan_source
+from pipelines.feature_cache import CacheTarget, decoded_split, read_cached_split
+from pipelines.ingest import scan_source
 from pipelines.validation import QUARANTINE_REASON, Rules, validate_source, write_quarantine
 from resmm.config import load_config
 from resmm.modalities.spec import PreprocessSpec
@@ -115,7 +115,7 @@ def validation(request, local_ray, faulty_dir, spec, tmp_path_factory):
 def training_stream(validation, spec):
     """Every kept row, as training would stream it: decoded from the source, or read from the cache."""
     if validation.entries is None:
-        return build_split(validation.source, spec, validation=None, val_fraction=0.1, batch_rows=16,
+        return decoded_split(validation.source, spec, validation=None, val_fraction=0.1, batch_rows=16,
                            quarantined=validation.quarantined_row_hashes)
     return read_cached_split(list(validation.entries), validation.cache.location, spec, validation=None,
                              val_fraction=0.1, quarantined=validation.quarantined_row_hashes)
