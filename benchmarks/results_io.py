@@ -52,12 +52,13 @@ def markdown(results: dict) -> str:
                   "", "| system | scale | epochs | Ray Data start-up s | epoch 1 rows/s | epoch 1 with start-up | "
                   "epochs 2+ rows/s | runs (epochs 2+) | "
                   "CPU-s / 1k rows, epoch 1 | CPU-s / 1k rows, epochs 2+ | peak RSS MB | peak PSS MB | "
-                  "peak anon RSS MB | resmm epochs 2+ ÷ this |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "peak anon RSS MB | resmm epochs 2+ ÷ this |", "|---" * 14 + "|"]
         for row in ingest["rows"]:
             resmm = next((r for r in ingest["rows"] if r["system"] == "resmm" and r["scale"] == row["scale"]), None)
             ratio = resmm["epoch2plus_samples_per_s"] / row["epoch2plus_samples_per_s"] if resmm else None
             lines.append(f"| {row['system']} | {row['scale']}x | {row['epochs']} | {_fmt(row.get('startup_s'), 2)} | "
-                         f"{_fmt(row['epoch1_samples_per_s'])} | {_fmt(row.get('epoch1_with_startup_samples_per_s'))} | "
+                         f"{_fmt(row['epoch1_samples_per_s'])} | "
+                         f"{_fmt(row.get('epoch1_with_startup_samples_per_s'))} | "
                          f"{_fmt(row['epoch2plus_samples_per_s'])} | "
                          f"{', '.join(_fmt(r) for r in row['runs_epoch2plus_samples_per_s'])} | "
                          f"{_fmt(row['epoch1_cpu_s_per_1000'], 2)} | {_fmt(row['epoch2plus_cpu_s_per_1000'], 2)} | "

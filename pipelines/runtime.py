@@ -75,8 +75,8 @@ def connect_ray() -> None:
     interpreter would import other code than the driver runs (a checkout beside another install): workers then
     import the very code the driver runs, installed or not. Otherwise the workers Ray starts with the instance
     serve at once, instead of fresh ones started for the py_modules environment (about a second of every run).
-    Under `ray job submit` the job's own runtime_env (working_dir) provides them. The frameworks' INFO logs and the workers' output
-    stay in Ray's log directory unless RESMM_LOG_LEVEL=INFO.
+    Under `ray job submit` the job's own runtime_env (working_dir) provides them. The frameworks' INFO logs and
+    the workers' output stay in Ray's log directory unless RESMM_LOG_LEVEL=INFO.
     """
     configure_data_context()
     if ray.is_initialized():

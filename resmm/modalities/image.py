@@ -109,7 +109,8 @@ def build_reference(cfg: ImageCfg, num_classes: int) -> nn.Module:
 IMAGE = Modality(
     name="image", settings=ImageCfg, column=binary_column("encoded PNG/JPEG/WebP bytes"), decode=decode,
     input_shape=input_shape, augment=augment, build_encoder=build_encoder, example_cell=example_cell,
-    compact=compact, decode_compact=decode_pixels, expand=expand, default_encoder="resnet", encoders={"vit": Encoder(build_vit, ViTOptions)},
+    compact=compact, decode_compact=decode_pixels, expand=expand, default_encoder="resnet",
+    encoders={"vit": Encoder(build_vit, ViTOptions)},
     pretrained=Encoder(build_pretrained, PretrainedOptions),
     reference=Reference("image CNN", build_reference), retrieval=True,
     faults=(IMAGE_UNDECODABLE, IMAGE_TOO_LARGE), decode_modules=("resmm.data.image",),
