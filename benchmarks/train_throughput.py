@@ -126,17 +126,22 @@ def cached_stream(data_dir: Path, files: list, spec, cache_dir: str, held_cpus: 
 
 
 def measure(args, cfg, spec, device, counts: list[int], streamed, tensors: dict) -> dict[str, list]:
-    """Each run trains a fresh model on each feed in turn (interleaved); one record per run and feed."""
+    """Each run trains a fresh model per feed, the two feeds taking turns epoch by epoch (in the other order
+    every other epoch), so that a drift in the machine's speed falls on both alike; one record per run and feed,
+    and the run's paired ratio."""
     from resmm.data.feed import fed_batches
     from resmm.modalities.transforms import WorkerTransforms
 
-    results: dict[str, list] = {"streaming": [], "in_memory": []}
+    feeds = ("in_memory", "streaming")
+    results: dict[str, list] = {"streaming": [], "in_memory": [], "paired_ratio": []}
     for run in range(args.runs):
-        for feed in ("in_memory", "streaming"):
+        steps = {}
+        for feed in feeds:
             torch.manual_seed(run)
-            step = training_step(cfg, spec, device, counts, amp=args.gpu)
-            rows = seconds = waiting = first_waits = 0.0
-            for epoch in range(args.epochs):
+            steps[feed] = training_step(cfg, spec, device, counts, amp=args.gpu)
+        totals = {feed: [0.0, 0.0, 0.0, 0.0] for feed in feeds}  # rows, seconds, waiting, first waits
+        for epoch in range(args.epochs):
+            for feed in (feeds if epoch % 2 == 0 else feeds[::-1]):
                 generator = torch.Generator().manual_seed(epoch)
                 if feed == "streaming":  # exactly what a Ray Train worker iterates (resmm.train.loop)
                     batches = fed_batches(streamed, BATCH, device, None, 1.0, generator, shuffle_seed=epoch,
@@ -144,14 +149,17 @@ def measure(args, cfg, spec, device, counts: list[int], streamed, tensors: dict)
                                           expand=WorkerTransforms(spec).expand)
                 else:
                     batches = in_memory_batches(tensors, device, generator)
-                r, s, w, first = timed_epoch(batches, step)
-                rows, seconds, waiting, first_waits = rows + r, seconds + s, waiting + w, first_waits + first
+                totals[feed] = [t + x for t, x in zip(totals[feed], timed_epoch(batches, steps[feed]))]
+        for feed in feeds:
+            rows, seconds, waiting, first_waits = totals[feed]
             results[feed].append({"samples_per_s": rows / seconds, "stall_fraction": waiting / seconds,
                                   "startup_stall_fraction": first_waits / seconds,
                                   "rows": int(rows), "seconds": seconds})
             print(f"[bench] train {feed} run {run + 1}/{args.runs}: {rows / seconds:.1f} samples/s, "
                   f"data stall {waiting / seconds:.3f}, of which waiting for each epoch's first batch "
                   f"{first_waits / seconds:.3f} ({int(rows)} rows, {seconds:.1f} s)", flush=True)
+        results["paired_ratio"].append(results["streaming"][-1]["samples_per_s"]
+                                       / results["in_memory"][-1]["samples_per_s"])
     return results
 
 
@@ -193,15 +201,17 @@ def main(argv=None) -> int:
 
     counts = [labels.count(c) for c in classes]
     results = measure(args, cfg, spec, device, counts, streamed, tensors)
+    paired = results.pop("paired_ratio")
     summary = {feed: medians(runs) for feed, runs in results.items()}
     shutil.rmtree(cache_dir, ignore_errors=True)
-    ratio = summary["streaming"]["samples_per_s"] / summary["in_memory"]["samples_per_s"]
+    ratio = statistics.median(paired)  # the median of each run's own ratio: both feeds saw the same machine
     device_name = torch.cuda.get_device_name(0) if args.gpu else "CPU, 1 torch thread"
     keys = {
         "train_samples_per_s": {feed: summary[feed]["samples_per_s"] for feed in summary},
-        "train": {"rows": summary, "streaming_over_in_memory": ratio, "device": device_name,
+        "train": {"rows": summary, "streaming_over_in_memory": ratio, "runs_streaming_over_in_memory": paired,
+                  "device": device_name,
                   "notes": [f"{len(files)} demo shards ({len(labels)} labelled rows), {args.epochs} epochs per "
-                            f"run, batch {BATCH}, {device_name}, data.prefetch_batches="
+                            f"run (the two feeds taking turns epoch by epoch), batch {BATCH}, {device_name}, data.prefetch_batches="
                             f"{cfg.data.prefetch_batches}; streaming reads the decoded-feature cache (filled before the clock, "
                             "as the in-memory feed decodes before it); every streaming epoch includes the pipeline's "
                             "start-up (startup_stall_fraction: the wait for each epoch's first batch)."]},
