@@ -95,26 +95,41 @@ def connect_ray() -> None:
 
 
 _SHIPPED = ("resmm", "pipelines")
-_FIND = "import importlib.util, sys; print('\\n'.join(importlib.util.find_spec(m).origin for m in sys.argv[1:]))"
+_FIND = ("import importlib.util, json, sys; sys.path[0:0] = json.loads(sys.argv[1]); "
+         "print('\\n'.join(importlib.util.find_spec(m).origin for m in sys.argv[2:]))")
 
 
 def local_code_env() -> dict:
-    """The runtime_env of a local instance: {} where a process started from this interpreter, outside this
-    directory, imports the same `resmm` and `pipelines` files as this one; else both as py_modules."""
+    """The runtime_env of a local instance: {} where a worker, started from this interpreter with the paths Ray
+    puts in front of its sys.path, imports the same `resmm` and `pipelines` files as this process; else both as
+    py_modules."""
     import importlib
+    import json
     import subprocess
     import sys
     import tempfile
 
     mine = [str(Path(importlib.import_module(m).__file__).resolve()) for m in _SHIPPED]
     try:
-        found = subprocess.run([sys.executable, "-c", _FIND, *_SHIPPED], capture_output=True, text=True,
-                               timeout=30, cwd=tempfile.gettempdir()).stdout.split()
+        found = subprocess.run([sys.executable, "-c", _FIND, json.dumps(worker_search_path()), *_SHIPPED],
+                               capture_output=True, text=True, timeout=30, cwd=tempfile.gettempdir()).stdout.split()
     except (OSError, subprocess.TimeoutExpired):
         found = []
     if [str(Path(f).resolve()) for f in found] == mine:
         return {}
     return {"py_modules": [str(Path(m).parent) for m in mine]}
+
+
+def worker_search_path() -> list[str]:
+    """The directories a local Ray worker finds in front of its sys.path (ray/_private/worker.py connect): this
+    process's current directory, and its script's directory where its own sys.path holds it."""
+    import sys
+
+    paths = [os.path.abspath(os.curdir)]
+    script = os.path.dirname(os.path.realpath(sys.argv[0])) if sys.argv and sys.argv[0] else ""
+    if script and script in sys.path:
+        paths.append(script)
+    return paths
 
 
 def configure_data_context(cfg: Config | None = None) -> None:
