@@ -156,11 +156,14 @@ def fill_stage(batch: dict, *, shards, spec: PreprocessSpec, rules: Rules, targe
 def fill_entries(shards, spec: PreprocessSpec, rules: Rules, target: CacheTarget | NoCache,
                  batch_rows: int) -> ray.data.Dataset:
     """Verdict rows of every shard (see fill_shard), one task per shard, filling the cache as they go."""
+    return per_shard(fill_stage, shards, spec=spec, rules=rules, target=target, batch_rows=batch_rows)
+
+
+def per_shard(stage, shards, **kwargs) -> ray.data.Dataset:
+    """`stage` run over `shards`, one task per shard: it gets a batch of one shard index, `shards` and `kwargs`."""
+    shards = tuple(shards)
     return ray.data.from_items([{"shard": i} for i in range(len(shards))], override_num_blocks=len(shards)).map_batches(
-        fill_stage, batch_size=1, batch_format="numpy",
-        fn_kwargs={"shards": tuple(shards), "spec": spec, "rules": rules, "target": target,
-                   "batch_rows": batch_rows},
-    )
+        stage, batch_size=1, batch_format="numpy", fn_kwargs={"shards": shards, **kwargs})
 
 
 def hand_out(row_hashes: np.ndarray | None, labels: list, buckets: np.ndarray, pattern: np.ndarray,
@@ -212,13 +215,9 @@ def decoded_split(source, spec: PreprocessSpec, *, validation: bool | None, val_
     """data.cache=off: stream one side of the split (or every row) by decoding the shards again, one task per
     shard, through the very function the validation pass decoded them with. It hands out what
     read_cached_split hands out for the same rows, so the worker cannot tell the two apart."""
-    shards = tuple(source.shards)
-    return ray.data.from_items([{"shard": i} for i in range(len(shards))], override_num_blocks=len(shards)).map_batches(
-        decode_stage, batch_size=1, batch_format="numpy",
-        fn_kwargs={"shards": shards, "spec": spec, "group_column": group_column, "batch_rows": batch_rows,
-                   "quarantined": quarantined if quarantined is not None else np.zeros(0, np.uint64),
-                   "validation": validation, "val_fraction": val_fraction},
-    )
+    return per_shard(decode_stage, source.shards, spec=spec, group_column=group_column, batch_rows=batch_rows,
+                     quarantined=quarantined if quarantined is not None else np.zeros(0, np.uint64),
+                     validation=validation, val_fraction=val_fraction)
 
 
 def read_cached_split(entries: list[str], cache_url: str, spec: PreprocessSpec, *, validation: bool | None,

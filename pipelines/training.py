@@ -287,8 +287,8 @@ def split_datasets(cfg: Config, spec: PreprocessSpec, checks: dict[str, Validati
         sides = {"train": (checks["train"], False), "val": (checks["train"], True)}
     return {
         name: (decoded_split(check.source, spec, validation=side, val_fraction=cfg.data.val_fraction,
-                           batch_rows=cfg.data.preprocess_batch_rows, group_column=cfg.data.group_column,
-                           quarantined=check.quarantined_row_hashes)
+                             batch_rows=cfg.data.preprocess_batch_rows, group_column=cfg.data.group_column,
+                             quarantined=check.quarantined_row_hashes)
                if check.entries is None else
                read_cached_split(list(check.entries), check.cache.location, spec, validation=side,
                                  val_fraction=cfg.data.val_fraction, quarantined=check.quarantined_row_hashes))
