@@ -71,12 +71,14 @@ def markdown(results: dict) -> str:
     train = results.get("train")
     if train:
         lines += ["## Training throughput: the same model and loop, fed two ways", "",
-                  "| feed | samples/s (median) | runs | data-stall fraction | of which epoch start-up |",
-                  "|---|---|---|---|---|"]
+                  "| feed | samples/s (median) | runs | data-stall fraction | of which epoch start-up | step ms | "
+                  "step thread CPU ms |",
+                  "|---|---|---|---|---|---|---|"]
         for name, row in train["rows"].items():
             lines.append(f"| {name} | {_fmt(row['samples_per_s'])} | "
                          f"{', '.join(_fmt(r) for r in row['runs_samples_per_s'])} | {_fmt(row['stall_fraction'], 3)} | "
-                         f"{_fmt(row.get('startup_stall_fraction'), 3)} |")
+                         f"{_fmt(row.get('startup_stall_fraction'), 3)} | {_fmt(row.get('step_ms'), 0)} | "
+                         f"{_fmt(row.get('step_cpu_ms'), 0)} |")
         paired = train.get("runs_streaming_over_in_memory")
         lines += ["", f"Streaming / in-memory: **{_fmt(train['streaming_over_in_memory'], 3)}x**"
                   + (f" (median of each run's own ratio: {', '.join(_fmt(r, 3) for r in paired)})" if paired else ""),

@@ -39,9 +39,11 @@ def in_memory_batches(tensors: dict, device, generator: torch.Generator):
         yield {k: v[index].to(device, non_blocking=True) for k, v in tensors.items()}
 
 
-def timed_epoch(batches, step) -> tuple[int, float, float, float]:
-    """(rows, seconds, seconds waiting for data, of which waiting for the first batch) of one pass."""
-    rows, waiting, first_wait = 0, 0.0, None
+def timed_epoch(batches, step) -> tuple[int, float, float, float, float, float]:
+    """(rows, seconds, seconds waiting for data, of which waiting for the first batch, seconds in steps, the
+    step thread's CPU seconds in steps) of one pass. A step whose wall time exceeds its thread's CPU time waited
+    for a core or the GIL."""
+    rows, waiting, first_wait, stepping, step_cpu = 0, 0.0, None, 0.0, 0.0
     started = time.perf_counter()
     iterator = iter(batches)
     while True:
@@ -53,11 +55,13 @@ def timed_epoch(batches, step) -> tuple[int, float, float, float]:
         waited = time.perf_counter() - before
         waiting += waited
         first_wait = waited if first_wait is None else first_wait
+        wall, cpu = time.perf_counter(), time.thread_time()
         step(batch)
+        stepping, step_cpu = stepping + time.perf_counter() - wall, step_cpu + time.thread_time() - cpu
         rows += len(batch["label"])
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return rows, time.perf_counter() - started, waiting, first_wait or 0.0
+    return rows, time.perf_counter() - started, waiting, first_wait or 0.0, stepping, step_cpu
 
 
 def decoded_in_memory(files: list, spec, pin: bool) -> dict:
@@ -75,7 +79,9 @@ def medians(runs: list[dict]) -> dict:
     return {"samples_per_s": statistics.median(r["samples_per_s"] for r in runs),
             "runs_samples_per_s": [r["samples_per_s"] for r in runs],
             "stall_fraction": statistics.median(r["stall_fraction"] for r in runs),
-            "startup_stall_fraction": statistics.median(r["startup_stall_fraction"] for r in runs)}
+            "startup_stall_fraction": statistics.median(r["startup_stall_fraction"] for r in runs),
+            "step_ms": statistics.median(r["step_ms"] for r in runs),
+            "step_cpu_ms": statistics.median(r["step_cpu_ms"] for r in runs)}
 
 
 def training_step(cfg, spec, device, counts: list[int], amp: bool):
@@ -129,7 +135,7 @@ def measure(args, cfg, spec, device, counts: list[int], streamed, tensors: dict)
     """Each run trains a fresh model per feed, the two feeds taking turns epoch by epoch (in the other order
     every other epoch), so that a drift in the machine's speed falls on both alike; one record per run and feed,
     and the run's paired ratio."""
-    from resmm.data.feed import fed_batches
+    from resmm.data.feed import EpochPulls, batches_of
     from resmm.modalities.transforms import WorkerTransforms
 
     feeds = ("in_memory", "streaming")
@@ -139,25 +145,32 @@ def measure(args, cfg, spec, device, counts: list[int], streamed, tensors: dict)
         for feed in feeds:
             torch.manual_seed(run)
             steps[feed] = training_step(cfg, spec, device, counts, amp=args.gpu)
-        totals = {feed: [0.0, 0.0, 0.0, 0.0] for feed in feeds}  # rows, seconds, waiting, first waits
+        totals = {feed: [0.0] * 6 for feed in feeds}  # as timed_epoch returns them, summed over epochs
+        # Exactly what a Ray Train worker iterates (resmm.train.loop): each epoch's stream starts once the one
+        # before it is pulled, here during the streaming epoch's last steps, as it does in training.
+        pulls = EpochPulls(streamed, {epoch: epoch for epoch in range(args.epochs)}, BATCH, device,
+                           cfg.data.prefetch_batches)
         for epoch in range(args.epochs):
             for feed in (feeds if epoch % 2 == 0 else feeds[::-1]):
                 generator = torch.Generator().manual_seed(epoch)
-                if feed == "streaming":  # exactly what a Ray Train worker iterates (resmm.train.loop)
-                    batches = fed_batches(streamed, BATCH, device, None, 1.0, generator, shuffle_seed=epoch,
-                                          prefetch_batches=cfg.data.prefetch_batches,
-                                          expand=WorkerTransforms(spec).expand)
+                if feed == "streaming":
+                    batches = batches_of(pulls.chunks(epoch), BATCH, None, 1.0, generator,
+                                         expand=WorkerTransforms(spec).expand)
                 else:
                     batches = in_memory_batches(tensors, device, generator)
                 totals[feed] = [t + x for t, x in zip(totals[feed], timed_epoch(batches, steps[feed]))]
+        pulls.close()
         for feed in feeds:
-            rows, seconds, waiting, first_waits = totals[feed]
+            rows, seconds, waiting, first_waits, stepping, step_cpu = totals[feed]
+            batches = rows / BATCH
             results[feed].append({"samples_per_s": rows / seconds, "stall_fraction": waiting / seconds,
                                   "startup_stall_fraction": first_waits / seconds,
+                                  "step_ms": 1000 * stepping / batches, "step_cpu_ms": 1000 * step_cpu / batches,
                                   "rows": int(rows), "seconds": seconds})
             print(f"[bench] train {feed} run {run + 1}/{args.runs}: {rows / seconds:.1f} samples/s, "
                   f"data stall {waiting / seconds:.3f}, of which waiting for each epoch's first batch "
-                  f"{first_waits / seconds:.3f} ({int(rows)} rows, {seconds:.1f} s)", flush=True)
+                  f"{first_waits / seconds:.3f}; step {1000 * stepping / batches:.0f} ms, its thread's CPU "
+                  f"{1000 * step_cpu / batches:.0f} ms ({int(rows)} rows, {seconds:.1f} s)", flush=True)
         results["paired_ratio"].append(results["streaming"][-1]["samples_per_s"]
                                        / results["in_memory"][-1]["samples_per_s"])
     return results
@@ -210,11 +223,13 @@ def main(argv=None) -> int:
         "train_samples_per_s": {feed: summary[feed]["samples_per_s"] for feed in summary},
         "train": {"rows": summary, "streaming_over_in_memory": ratio, "runs_streaming_over_in_memory": paired,
                   "device": device_name,
-                  "notes": [f"{len(files)} demo shards ({len(labels)} labelled rows), {args.epochs} epochs per "
-                            f"run (the two feeds taking turns epoch by epoch), batch {BATCH}, {device_name}, data.prefetch_batches="
-                            f"{cfg.data.prefetch_batches}; streaming reads the decoded-feature cache (filled before the clock, "
-                            "as the in-memory feed decodes before it); every streaming epoch includes the pipeline's "
-                            "start-up (startup_stall_fraction: the wait for each epoch's first batch)."]},
+                  "notes": [f"{len(files)} demo shards ({len(labels)} labelled rows), {args.epochs} epochs per run "
+                            f"(the two feeds taking turns epoch by epoch), batch {BATCH}, {device_name}, "
+                            f"data.prefetch_batches={cfg.data.prefetch_batches}; streaming reads the decoded-feature "
+                            "cache (filled before the clock, as the in-memory feed decodes before it); each "
+                            "streaming epoch's stream starts once the one before it is pulled, as in training "
+                            "(resmm.data.feed.EpochPulls); startup_stall_fraction: the wait for each epoch's first "
+                            "batch; step_ms and step_cpu_ms: a step's wall time and its thread's CPU time."]},
     }
     print(json.dumps({"train_samples_per_s": keys["train_samples_per_s"], "streaming_over_in_memory": ratio,
                       "stall_fraction": {f: summary[f]["stall_fraction"] for f in summary}}, indent=2))

@@ -63,7 +63,8 @@ def test_results_table_shows_both_epoch_phases_cpu_and_ratio():
         "machine": {"cpus": 2, "updated": "now"},
         "ingest": {"rows": [row, dataloader, on_cache], "notes": []},
         "train": {"rows": {"streaming": {"samples_per_s": 300.0, "runs_samples_per_s": [300.0],
-                                         "stall_fraction": 0.3}}, "streaming_over_in_memory": 0.69, "notes": []},
+                                         "stall_fraction": 0.3, "step_ms": 364.0, "step_cpu_ms": 351.5}},
+                  "streaming_over_in_memory": 0.69, "notes": []},
     })
     assert ("| resmm | 1x | 5 | 2.50 | 1,300.0 | 1,000.0 | 9,000.0 | 9,000.0 | 1.50 | 0.17 | 3,500 | 2,000 | 2,200 "
             "| 1.00x |") in table
@@ -73,6 +74,7 @@ def test_results_table_shows_both_epoch_phases_cpu_and_ratio():
     assert ("epoch 1: resmm ÷ re-decoding DataLoader = **0.80x**, or 0.62x with Ray Data's start-up (2.5 s) "
             "counted in") in table
     assert "**0.690x**" in table
+    assert "| 0.300 | n/a | 364 | 352 |" in table  # a step's wall time, then its thread's CPU time
 
 
 def test_missing_bound_copy_nulls_only_the_chosen_modality_in_a_stable_half(tmp_path, shard_dir):

@@ -42,12 +42,13 @@ class FeedStalled(RuntimeError):
     """No batch arrived within the stall timeout: a lost data node that nothing replaced, say."""
 
 
-def within_deadline(items, seconds: float | None):
-    """`items`, pulled ahead by a thread; FeedStalled when none arrives within `seconds` (None: wait for ever).
+def within_deadline(items, seconds: float | None, ahead: bool = False):
+    """`items`, pulled ahead by a thread; FeedStalled when none arrives within `seconds` (None: wait for ever, and
+    pull in this thread unless `ahead`).
 
     Ray Data waits without limit for a node that can run its tasks (one matching `data.label_selector`), so a
     data node lost for good would hang the job; this bounds the wait."""
-    if not seconds:
+    if not seconds and not ahead:
         yield from items
         return
     handoff: queue.Queue = queue.Queue(maxsize=2)
@@ -75,7 +76,7 @@ def within_deadline(items, seconds: float | None):
     try:
         while True:
             try:
-                item = handoff.get(timeout=seconds)
+                item = handoff.get(timeout=seconds or None)
             except queue.Empty:
                 raise FeedStalled(STALL_MESSAGE.format(minutes=seconds / 60)) from None
             if item is end:
@@ -87,26 +88,80 @@ def within_deadline(items, seconds: float | None):
         stop.set()
 
 
-def fed_batches(shard, batch_size: int, device, rates: torch.Tensor | None, unlabeled_rate: float,
-                generator: torch.Generator, shuffle_seed: int, prefetch_batches: int = 1, expand=None,
-                copies_seed: int = 0, trained_before=None, on_drawn=None, stall_seconds: float | None = None):
-    """One pass over the worker's shard as full batches of `batch_size` rows (a last partial batch is dropped);
-    with `rates`, each streamed row is fed k ~ Poisson(rate[label]) times (see resmm.data.resample).
+def pull_rows(batch_size: int) -> int:
+    return max(batch_size, PULL_ROWS // batch_size * batch_size)
 
-    Rows stream: at most one pulled chunk (PULL_ROWS, or one batch if larger) is buffered; `prefetch_batches`
-    batches' worth of rows are fetched ahead. `expand` (resmm.modalities.transforms.WorkerTransforms.expand) widens
-    each chunk of cached compact features to model inputs on `device` as it arrives.
 
-    Rows with a `row_id` draw their copies from it and `copies_seed` (the same on every worker); then
-    `trained_before(row_ids)` (copies already trained in this epoch, before a restart) are left out, and
-    `on_drawn(row_ids, copies)` sees every streamed row's draw. No chunk for `stall_seconds`: FeedStalled."""
-    pull = max(batch_size, PULL_ROWS // batch_size * batch_size)
-    chunks = shard.iter_torch_batches(
+def pulled_chunks(shard, batch_size: int, device, shuffle_seed: int, prefetch_batches: int = 1):
+    """One epoch of the shard (a Ray DataIterator or Dataset) in pulls of PULL_ROWS rows (or one batch if larger),
+    shuffled locally; `prefetch_batches` batches' worth of rows are fetched ahead."""
+    pull = pull_rows(batch_size)
+    return shard.iter_torch_batches(
         batch_size=pull, device=device, local_shuffle_buffer_size=2 * pull, local_shuffle_seed=shuffle_seed,
         prefetch_batches=max(1, prefetch_batches * batch_size // pull) if prefetch_batches else 0,
     )
+
+
+class EpochPulls:
+    """A training worker's pulls, epoch after epoch, by one thread that starts the next epoch's stream as soon as
+    it has pulled this epoch's last chunk. Ray Data's start of an epoch (planning, the first read tasks and
+    blocks: 0.3-0.5 s on 2 CPUs, the data stall of a cached feed) then overlaps the end of the epoch before it and
+    the validation between them, instead of stalling the first step of every epoch, which matters most on a GPU,
+    where an epoch takes seconds.
+
+    `shuffle_seeds` maps each epoch to train, in order, to its local shuffle seed. At most the chunks queued in
+    the handoff (two) are held beyond Ray's own prefetch; an epoch the trainer left early is pulled to its end
+    (every split of a streaming split must end an epoch before the next starts) and its rest is dropped."""
+
+    def __init__(self, shard, shuffle_seeds: dict[int, int], batch_size: int, device, prefetch_batches: int = 1,
+                 stall_seconds: float | None = None):
+        def tagged():
+            for epoch, seed in shuffle_seeds.items():
+                for chunk in pulled_chunks(shard, batch_size, device, seed, prefetch_batches):
+                    yield epoch, chunk
+                yield epoch, None  # the epoch's end
+
+        self._pulled = within_deadline(tagged(), stall_seconds, ahead=True)
+
+    def chunks(self, epoch: int):
+        """This epoch's chunks, in the order they were pulled."""
+        for pulled_epoch, chunk in self._pulled:
+            if pulled_epoch < epoch:  # the rest of an epoch left early
+                continue
+            if pulled_epoch > epoch:
+                raise RuntimeError(f"epoch {epoch} was asked for after epoch {pulled_epoch}'s pulls began")
+            if chunk is None:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        """Stop pulling (the thread ends within a second); an epoch started ahead is left unread."""
+        self._pulled.close()
+
+
+def fed_batches(shard, batch_size: int, device, rates: torch.Tensor | None, unlabeled_rate: float,
+                generator: torch.Generator, shuffle_seed: int, prefetch_batches: int = 1, expand=None,
+                copies_seed: int = 0, trained_before=None, on_drawn=None, stall_seconds: float | None = None):
+    """One epoch of `shard` (pulled_chunks), fed by `batches_of`; no chunk for `stall_seconds`: FeedStalled."""
+    chunks = within_deadline(pulled_chunks(shard, batch_size, device, shuffle_seed, prefetch_batches), stall_seconds)
+    return batches_of(chunks, batch_size, rates, unlabeled_rate, generator, expand, copies_seed, trained_before,
+                      on_drawn)
+
+
+def batches_of(chunks, batch_size: int, rates: torch.Tensor | None, unlabeled_rate: float,
+               generator: torch.Generator, expand=None, copies_seed: int = 0, trained_before=None, on_drawn=None):
+    """One pass over an epoch's pulled chunks as full batches of `batch_size` rows (a last partial batch is
+    dropped); with `rates`, each streamed row is fed k ~ Poisson(rate[label]) times (see resmm.data.resample).
+
+    Rows stream: at most one pulled chunk is buffered here. `expand`
+    (resmm.modalities.transforms.WorkerTransforms.expand) widens each chunk of cached compact features to model
+    inputs on the chunk's device as it arrives.
+
+    Rows with a `row_id` draw their copies from it and `copies_seed` (the same on every worker); then
+    `trained_before(row_ids)` (copies already trained in this epoch, before a restart) are left out, and
+    `on_drawn(row_ids, copies)` sees every streamed row's draw."""
     pending: dict | None = None
-    for chunk in within_deadline(chunks, stall_seconds):
+    for chunk in chunks:
         if expand is not None:
             chunk = expand(chunk)
         index = fed_index(chunk, rates, unlabeled_rate, generator, copies_seed, trained_before, on_drawn)

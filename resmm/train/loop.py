@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from resmm.config import Config
 from resmm.modalities.spec import PreprocessSpec
 from resmm.modalities.transforms import WorkerTransforms
-from resmm.data.feed import epoch_rates, fed_batches, within_deadline
+from resmm.data.feed import EpochPulls, batches_of, epoch_rates, within_deadline
 from resmm.modalities.network import build_model
 from resmm.train.budget import Budget, warmup_factor
 from resmm.train.losses import LongTailLoss
@@ -254,17 +254,23 @@ def warm_start(model: torch.nn.Module, weights: dict) -> str:
 
 def train_on_worker(loop_config: dict, context) -> dict:
     state = setup(loop_config, context)
-    train_shard = ray.train.get_dataset_shard("train")
     val_data = ray.train.get_dataset_shard("val")
+    epochs = range(state.start_epoch, state.budget.epoch_cap)
+    cfg = state.cfg
+    pulls = EpochPulls(ray.train.get_dataset_shard("train"), {e: draw_seed(cfg, e, state.rank) for e in epochs},
+                       cfg.train.worker_batch_rows(), state.device, cfg.data.prefetch_batches, stall_seconds(cfg))
     epoch = state.start_epoch
-    for epoch in range(state.start_epoch, state.budget.epoch_cap):
-        metrics = train_one_epoch(state, epoch, train_shard)
-        if state.rank == 0:
-            metrics.update(validate(state, val_data))
-            runs.log_epoch_metrics(loop_config["tracking_uri"], loop_config["run_id"], metrics, epoch)
-        end_epoch(state, epoch, metrics)
-        if state.stop_reason:
-            break
+    try:
+        for epoch in epochs:
+            metrics = train_one_epoch(state, epoch, pulls)
+            if state.rank == 0:
+                metrics.update(validate(state, val_data))
+                runs.log_epoch_metrics(loop_config["tracking_uri"], loop_config["run_id"], metrics, epoch)
+            end_epoch(state, epoch, metrics)
+            if state.stop_reason:
+                break
+    finally:
+        pulls.close()
     return {
         "rows_seen_train": int(state.rows_seen),
         "train_seconds": state.train_seconds,
@@ -335,29 +341,31 @@ class EpochSums:
                 "components": dict(zip(names, values[3:])), "fed": _global_sum(self.fed, device).cpu().tolist()}
 
 
-def epoch_feed(state: WorkerState, epoch: int, shard, generator: torch.Generator, draw_seed: int,
+def draw_seed(cfg: Config, epoch: int, rank: int) -> int:
+    """Every epoch, every rank draws afresh: its stream's local shuffle, copies' order, augmentation and ModDrop."""
+    return cfg.train.seed * 1_000_003 + epoch * 1009 + rank
+
+
+def epoch_feed(state: WorkerState, epoch: int, pulls: EpochPulls, generator: torch.Generator,
                transforms: WorkerTransforms, position, drawn: RowTally | None):
     """The epoch's fed batches: this epoch's class rates, each row's copies less those a resumed epoch trained."""
     cfg = state.cfg
     rates, unlabeled_rate = epoch_rates(cfg.data, state.spec.classes, state.loop_config["class_counts"],
                                         state.loop_config["train_rows"], epoch, state.budget.epoch_cap)
-    return fed_batches(shard, cfg.train.worker_batch_rows(), state.device, rates, unlabeled_rate, generator,
-                       draw_seed, cfg.data.prefetch_batches, expand=transforms.expand,
-                       copies_seed=cfg.train.seed * 1_000_003 + epoch * 1009,  # the same on every rank
-                       trained_before=position.trained_copies if position is not None else None,
-                       on_drawn=drawn.add if drawn is not None else None, stall_seconds=stall_seconds(cfg))
+    return batches_of(pulls.chunks(epoch), cfg.train.worker_batch_rows(), rates, unlabeled_rate, generator,
+                      expand=transforms.expand, copies_seed=draw_seed(cfg, epoch, rank=0),  # the same on every rank
+                      trained_before=position.trained_copies if position is not None else None,
+                      on_drawn=drawn.add if drawn is not None else None)
 
 
-def train_one_epoch(state: WorkerState, epoch: int, shard) -> dict:
+def train_one_epoch(state: WorkerState, epoch: int, pulls: EpochPulls) -> dict:
     """One pass over this worker's shard (or what is left of it after a mid-epoch checkpoint); returns the epoch's
     training metrics summed over every worker."""
     cfg, spec = state.cfg, state.spec
     if not state.budget.until_converged:
         for group in state.optimizer.param_groups:
             group["lr"] = cfg.train.lr * cosine_lr_factor(epoch, state.budget.epoch_cap)
-    # Every epoch, every rank draws afresh: copies, augmentation and dropped modalities all differ.
-    draw_seed = cfg.train.seed * 1_000_003 + epoch * 1009 + state.rank
-    generator = torch.Generator().manual_seed(draw_seed)
+    generator = torch.Generator().manual_seed(draw_seed(cfg, epoch, state.rank))
     transforms = WorkerTransforms(spec, cfg.data.augment, cfg.train.modality_dropout)
     position = state.position if state.position is not None and state.position.epoch == epoch else None
     state.position = None
@@ -369,7 +377,7 @@ def train_one_epoch(state: WorkerState, epoch: int, shard) -> dict:
     started = time.perf_counter()
     reporter = EpochReporter(state.board, epoch, state.budget.epoch_label(epoch),
                              cfg.data.epoch_rows or state.loop_config["train_rows"])
-    feed = epoch_feed(state, epoch, shard, generator, draw_seed, transforms, position, drawn)
+    feed = epoch_feed(state, epoch, pulls, generator, transforms, position, drawn)
     with uneven_inputs(state.model):
         for batch, checkpoint_now in lockstep(feed, state.device, state.checkpoint_due):
             batch = transforms(batch, generator)

@@ -128,3 +128,72 @@ def test_a_feed_error_reaches_the_training_loop_through_the_deadline():
 
     with pytest.raises(OSError, match="shard vanished"):
         list(within_deadline(breaks(), 5))
+
+
+class SeededShard:
+    """Stands in for a Ray DataIterator whose epochs differ by their shuffle seed: every chunk carries the seed
+    of the stream that pulled it, and each stream's start is recorded."""
+
+    def __init__(self, chunks: int, rows: int = 64):
+        self.chunks, self.rows, self.started = chunks, rows, []
+
+    def iter_torch_batches(self, local_shuffle_seed, **_):
+        self.started.append(local_shuffle_seed)
+        for i in range(self.chunks):
+            yield {"label": torch.zeros(self.rows, dtype=torch.int64),
+                   "seed": torch.full((self.rows,), local_shuffle_seed), "chunk": torch.full((self.rows,), i)}
+
+
+def wait_for(condition, seconds: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_the_next_epochs_stream_starts_before_the_trainer_asks_for_it_and_none_after_the_last():
+    from resmm.data.feed import EpochPulls
+
+    shard = SeededShard(chunks=3)
+    pulls = EpochPulls(shard, {4: 40, 5: 50}, 64, "cpu")
+    first = list(pulls.chunks(4))
+    assert [int(c["seed"][0]) for c in first] == [40] * 3 and [int(c["chunk"][0]) for c in first] == [0, 1, 2]
+    assert wait_for(lambda: shard.started == [40, 50])  # epoch 5's stream began while epoch 4 was being trained
+    second = list(pulls.chunks(5))
+    assert [int(c["seed"][0]) for c in second] == [50] * 3 and [int(c["chunk"][0]) for c in second] == [0, 1, 2]
+    assert shard.started == [40, 50]
+    pulls.close()
+
+
+def test_an_epoch_left_early_does_not_leak_into_the_next_and_close_ends_the_thread():
+    import threading
+
+    from resmm.data.feed import EpochPulls
+
+    def feed_threads() -> set:  # other tests' feeds may still be winding down
+        return {t for t in threading.enumerate() if t.name == "resmm-feed"}
+
+    before = feed_threads()
+    shard = SeededShard(chunks=6)
+    pulls = EpochPulls(shard, {0: 7, 1: 8, 2: 9}, 64, "cpu")
+    assert int(next(pulls.chunks(0))["seed"][0]) == 7  # the trainer leaves epoch 0 after one chunk
+    assert {int(c["seed"][0]) for c in pulls.chunks(1)} == {8} and len(shard.started) >= 2
+    assert [int(c["chunk"][0]) for c in [next(pulls.chunks(2))]] == [0]
+    assert len(feed_threads() - before) == 1
+    pulls.close()
+    assert wait_for(lambda: not feed_threads() - before)
+    assert shard.started == [7, 8, 9]
+
+
+def test_epoch_pulls_feed_the_same_batches_as_one_epochs_feed():
+    from resmm.data.feed import EpochPulls, batches_of
+
+    shard = CountingShard(batches=5, rows=100)
+    direct = list(fed_batches(shard, 64, "cpu", None, 1.0, torch.Generator(), shuffle_seed=0))
+    pulls = EpochPulls(shard, {0: 0}, 64, "cpu")
+    ahead = list(batches_of(pulls.chunks(0), 64, None, 1.0, torch.Generator()))
+    pulls.close()
+    assert len(ahead) == len(direct) == 7
+    assert all(torch.equal(a["x"], d["x"]) for a, d in zip(ahead, direct))
