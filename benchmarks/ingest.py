@@ -279,7 +279,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", help="shard directory (default: the built-in dataset, built if missing)")
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=5, help="epochs per run at 1x (epoch 1 + at least 4)")
     parser.add_argument("--runs-10x", type=int, default=1, help="runs at scales above 1 (each reads 10x the data)")
     parser.add_argument("--epochs-10x", type=int, default=2, help="epochs per run at scales above 1")

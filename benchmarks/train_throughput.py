@@ -1,7 +1,7 @@
 """Training throughput: the same model, objective and optimiser step, fed by streaming Ray Data or by tensors
 already in memory. The gap between the two is what the data pipeline costs the accelerator.
 
-    python benchmarks/train_throughput.py [--data DIR] [--shards 3] [--epochs 2] [--runs 3] [--gpu] [key=value ...]
+    python benchmarks/train_throughput.py [--data DIR] [--shards 3] [--epochs 4] [--runs 5] [--gpu] [key=value ...]
 
 One training process (a Ray Train worker's loop without DDP); torch gets one intra-op thread on CPU, as a
 worker does, so Ray Data's decode has the rest. The data-stall fraction is the share of epoch time the step
@@ -180,8 +180,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="shard directory (default: the built-in dataset)")
     parser.add_argument("--shards", type=int, default=3, help="how many shards to train on")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--gpu", action="store_true", help="train on CUDA with AMP (bf16 where supported)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.prefetch_batches=1")
     parser.add_argument("--no-write", action="store_true", help="print only; leave latest.json alone")
