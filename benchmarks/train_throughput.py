@@ -128,7 +128,10 @@ def cached_stream(data_dir: Path, files: list, spec, cache_dir: str, held_cpus: 
                           shards=tuple(s for s in source.shards if Path(s.path).name in {f.name for f in files}))
     filled = validate_source(source, spec, Rules(True, False, None, None), progress=lambda _: None,
                              cache=CacheTarget.at(cache_dir))
-    return read_cached_split(list(filled.entries), cache_dir, spec, validation=None, val_fraction=0.1)
+    train_rows = read_cached_split(list(filled.entries), cache_dir, spec, validation=None, val_fraction=0.1)
+    # What Ray Train hands a worker (resmm.train.driver: DataConfig(datasets_to_split=["train"])): one split of a
+    # streaming split, whose executor runs in Ray Data's coordinator actor, not in the training process.
+    return train_rows.streaming_split(1, equal=True)[0]
 
 
 def measure(args, cfg, spec, device, counts: list[int], streamed, tensors: dict) -> dict[str, list]:
@@ -147,7 +150,7 @@ def measure(args, cfg, spec, device, counts: list[int], streamed, tensors: dict)
             steps[feed] = training_step(cfg, spec, device, counts, amp=args.gpu)
         totals = {feed: [0.0] * 6 for feed in feeds}  # as timed_epoch returns them, summed over epochs
         # Exactly what a Ray Train worker iterates (resmm.train.loop): each epoch's stream starts once the one
-        # before it is pulled, here during the streaming epoch's last steps, as it does in training.
+        # before it is pulled, here during the streaming epoch's last steps, as in training.
         pulls = EpochPulls(streamed, {epoch: epoch for epoch in range(args.epochs)}, BATCH, device,
                            cfg.data.prefetch_batches)
         for epoch in range(args.epochs):
