@@ -103,8 +103,9 @@ def _fill(files: list[str], spec, cache: str) -> object:
 def feed_resmm(job: dict) -> list[dict]:
     """resmm's training feed at the defaults (data.cache=on), from a cold cache: epoch 1 is the validation pass
     that decodes and stores every shard plus the first read of the entries; later epochs read entries only.
-    Ray Data read → unpack → resmm.data.feed.fed_batches (what a Ray Train worker iterates: pulls of 512 rows,
-    the worker's cast and normalise, batches of 64) → resampling."""
+    Ray Data read → unpack → resmm.data.feed.fed_batches (a Ray Train worker's pulls of 512 rows, cast and
+    normalise, batches of 64) → resampling. Each epoch's stream starts when the epoch does, where a worker's
+    EpochPulls starts it ahead (benchmarks/train_throughput.py measures that)."""
     import torch
 
     from pipelines.feature_cache import read_cached_split

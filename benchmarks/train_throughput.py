@@ -165,15 +165,16 @@ def measure(args, cfg, spec, device, counts: list[int], streamed, tensors: dict)
         pulls.close()
         for feed in feeds:
             rows, seconds, waiting, first_waits, stepping, step_cpu = totals[feed]
-            batches = rows / BATCH
+            steps_taken = rows / BATCH
             results[feed].append({"samples_per_s": rows / seconds, "stall_fraction": waiting / seconds,
                                   "startup_stall_fraction": first_waits / seconds,
-                                  "step_ms": 1000 * stepping / batches, "step_cpu_ms": 1000 * step_cpu / batches,
+                                  "step_ms": 1000 * stepping / steps_taken,
+                                  "step_cpu_ms": 1000 * step_cpu / steps_taken,
                                   "rows": int(rows), "seconds": seconds})
             print(f"[bench] train {feed} run {run + 1}/{args.runs}: {rows / seconds:.1f} samples/s, "
                   f"data stall {waiting / seconds:.3f}, of which waiting for each epoch's first batch "
-                  f"{first_waits / seconds:.3f}; step {1000 * stepping / batches:.0f} ms, its thread's CPU "
-                  f"{1000 * step_cpu / batches:.0f} ms ({int(rows)} rows, {seconds:.1f} s)", flush=True)
+                  f"{first_waits / seconds:.3f}; step {1000 * stepping / steps_taken:.0f} ms, its thread's CPU "
+                  f"{1000 * step_cpu / steps_taken:.0f} ms ({int(rows)} rows, {seconds:.1f} s)", flush=True)
         results["paired_ratio"].append(results["streaming"][-1]["samples_per_s"]
                                        / results["in_memory"][-1]["samples_per_s"])
     return results

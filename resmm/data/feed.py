@@ -88,14 +88,10 @@ def within_deadline(items, seconds: float | None, ahead: bool = False):
         stop.set()
 
 
-def pull_rows(batch_size: int) -> int:
-    return max(batch_size, PULL_ROWS // batch_size * batch_size)
-
-
 def pulled_chunks(shard, batch_size: int, device, shuffle_seed: int, prefetch_batches: int = 1):
     """One epoch of the shard (a Ray DataIterator or Dataset) in pulls of PULL_ROWS rows (or one batch if larger),
     shuffled locally; `prefetch_batches` batches' worth of rows are fetched ahead."""
-    pull = pull_rows(batch_size)
+    pull = max(batch_size, PULL_ROWS // batch_size * batch_size)
     return shard.iter_torch_batches(
         batch_size=pull, device=device, local_shuffle_buffer_size=2 * pull, local_shuffle_seed=shuffle_seed,
         prefetch_batches=max(1, prefetch_batches * batch_size // pull) if prefetch_batches else 0,
