@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -72,19 +73,35 @@ def label_counts(files: list[str]) -> tuple[list[str], list[int]]:
     return classes, [counts[c] for c in classes]
 
 
-PSS_EVERY_S = 0.5  # PSS reads /proc/PID/smaps_rollup (about 1 ms a process), so it is sampled less often
+# The sampler shares the 2 CPUs with the feed it measures, and Ray's tree has 20-odd processes to a DataLoader's 3.
+# psutil's full memory info (smaps_rollup, which walks every mapping: 80 ms for Ray's tree) every 0.5 s and a
+# psutil pass over the tree every 0.1 s took 0.2 of a core from resmm's feeds, several times what they took from
+# the DataLoaders. Now: /proc/PID/stat and /status (CPU, RSS and anonymous RSS: 2 ms for Ray's tree) every
+# sample, the tree's members (7 ms) every PROCESSES_EVERY_S, PSS every PSS_EVERY_S: about 0.05 of a core for
+# Ray's tree. The sampler's own CPU is reported beside each row (sampler_cpu_share).
+PSS_EVERY_S = 5.0
+PROCESSES_EVERY_S = 1.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def anonymous_rss(pid: int) -> int:
-    """RssAnon of a process, bytes (0 when it is gone)."""
+def process_sample(pid: int) -> tuple[float, int, int] | None:
+    """(CPU-seconds, RSS bytes, anonymous RSS bytes) of a process, from /proc; None when it is gone."""
     try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) * 1024
+        with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/status") as status:
+            fields, lines = stat.read().rsplit(")", 1)[1].split(), status.read().splitlines()
     except OSError:
-        pass
-    return 0
+        return None
+    memory = dict(line.split(":", 1) for line in lines if line.startswith(("VmRSS:", "RssAnon:")))
+    kib = {k: int(v.split()[0]) * 1024 for k, v in memory.items()}
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS, kib.get("VmRSS", 0), kib.get("RssAnon", 0)
+
+
+def process_pss(process) -> int:
+    """PSS of a process, bytes (0 when it is gone)."""
+    try:
+        return process.memory_full_info().pss
+    except psutil.Error:
+        return 0
 
 
 class TreeSampler:
@@ -92,34 +109,37 @@ class TreeSampler:
 
     def __init__(self, pid: int):
         self.root = psutil.Process(pid)
+        self.processes: list = []
         self.cpu_by_pid: dict[int, float] = {}
         self.cpu_series: list[tuple[float, float]] = []  # (time.time(), CPU-seconds of the tree so far)
         self.peak_rss = self.peak_pss = self.peak_anon = 0
-        self.next_full = time.monotonic()
+        self.next_pss = self.next_processes = time.monotonic()
+        self.own_cpu_s, self.started = 0.0, time.monotonic()
 
     def sample(self) -> None:
-        full = time.monotonic() >= self.next_full
-        rss = pss = anon = 0
-        try:
-            processes = [self.root, *self.root.children(recursive=True)]
-        except psutil.Error:
-            return
-        for p in processes:
+        own, now = time.process_time(), time.monotonic()
+        if now >= self.next_processes:
             try:
-                times = p.cpu_times()
-                self.cpu_by_pid[p.pid] = times.user + times.system  # not children_*: a reaped child is counted already
-                if full:
-                    info = p.memory_full_info()
-                    rss, pss, anon = rss + info.rss, pss + info.pss, anon + anonymous_rss(p.pid)
-                else:
-                    rss += p.memory_info().rss
+                self.processes = [self.root, *self.root.children(recursive=True)]
             except psutil.Error:
-                pass
+                return
+            self.next_processes = now + PROCESSES_EVERY_S
+        rss = anon = 0
+        for p in self.processes:
+            sampled = process_sample(p.pid)
+            if sampled is not None:
+                self.cpu_by_pid[p.pid] = sampled[0]  # not children's: a reaped child is counted already
+                rss, anon = rss + sampled[1], anon + sampled[2]
         self.cpu_series.append((time.time(), sum(self.cpu_by_pid.values())))
-        self.peak_rss = max(self.peak_rss, rss)
-        if full:
-            self.peak_pss, self.peak_anon = max(self.peak_pss, pss), max(self.peak_anon, anon)
-            self.next_full = time.monotonic() + PSS_EVERY_S
+        self.peak_rss, self.peak_anon = max(self.peak_rss, rss), max(self.peak_anon, anon)
+        if now >= self.next_pss:
+            self.peak_pss = max(self.peak_pss, sum(process_pss(p) for p in self.processes))
+            self.next_pss = now + PSS_EVERY_S
+        self.own_cpu_s += time.process_time() - own
+
+    def own_cpu_share(self) -> float:
+        """The sampler's CPU-seconds per second of the run (a share of one core)."""
+        return self.own_cpu_s / max(1e-9, time.monotonic() - self.started)
 
     def cpu_between(self, start: float, end: float) -> float:
         """CPU-seconds the tree spent between two wall-clock times (nearest samples)."""
@@ -177,11 +197,11 @@ def run_once(system: str, job_file: Path, timeout_s: float) -> dict | None:
             "epoch1_with_startup_samples_per_s": rate(epochs[:1], epochs[0].get("startup_s", 0.0)),
             "epoch1_cpu_s_per_1000": cpu_per_1000(epochs[:1]), "epoch2plus_cpu_s_per_1000": cpu_per_1000(later),
             "peak_rss_mb": sampler.peak_rss / 2**20, "peak_pss_mb": sampler.peak_pss / 2**20,
-            "peak_anon_rss_mb": sampler.peak_anon / 2**20}
+            "peak_anon_rss_mb": sampler.peak_anon / 2**20, "sampler_cpu_share": sampler.own_cpu_share()}
 
 
 MEASURES = ("epoch1_samples_per_s", "epoch1_with_startup_samples_per_s", "startup_s", "epoch2plus_samples_per_s", "epoch1_cpu_s_per_1000", "epoch2plus_cpu_s_per_1000",
-            "peak_rss_mb", "peak_pss_mb", "peak_anon_rss_mb")
+            "peak_rss_mb", "peak_pss_mb", "peak_anon_rss_mb", "sampler_cpu_share")
 
 
 def measure_scale(args, data_dir: Path, scale: int, work: Path) -> tuple[list[dict], list[str]]:
@@ -218,7 +238,8 @@ def measure_scale(args, data_dir: Path, scale: int, work: Path) -> tuple[list[di
             rows.append({"system": system, "scale": scale, "rows": results[0]["rows"], "epochs": epochs,
                          "runs": len(results), **{m: statistics.median(r[m] for r in results) for m in MEASURES},
                          "runs_epoch2plus_samples_per_s": [r["epoch2plus_samples_per_s"] for r in results],
-                         "runs_epoch1_samples_per_s": [r["epoch1_samples_per_s"] for r in results]})
+                         "runs_epoch1_samples_per_s": [r["epoch1_samples_per_s"] for r in results],
+                         "measured": time.strftime("%Y-%m-%d")})
     return rows, notes
 
 

@@ -54,7 +54,7 @@ def markdown(results: dict) -> str:
                   "", "| system | scale | epochs | Ray Data start-up s | epoch 1 rows/s | epoch 1 with start-up | "
                   "epochs 2+ rows/s | runs (epochs 2+) | "
                   "CPU-s / 1k rows, epoch 1 | CPU-s / 1k rows, epochs 2+ | peak RSS MB | peak PSS MB | "
-                  "peak anon RSS MB | resmm epochs 2+ ÷ this |", "|---" * 14 + "|"]
+                  "peak anon RSS MB | resmm epochs 2+ ÷ this | sampler's CPU, cores | measured |", "|---" * 16 + "|"]
         for row in ingest["rows"]:
             resmm = next((r for r in ingest["rows"] if r["system"] == "resmm" and r["scale"] == row["scale"]), None)
             ratio = resmm["epoch2plus_samples_per_s"] / row["epoch2plus_samples_per_s"] if resmm else None
@@ -65,7 +65,8 @@ def markdown(results: dict) -> str:
                          f"{', '.join(_fmt(r) for r in row['runs_epoch2plus_samples_per_s'])} | "
                          f"{_fmt(row['epoch1_cpu_s_per_1000'], 2)} | {_fmt(row['epoch2plus_cpu_s_per_1000'], 2)} | "
                          f"{_fmt(row['peak_rss_mb'], 0)} | {_fmt(row['peak_pss_mb'], 0)} | "
-                         f"{_fmt(row['peak_anon_rss_mb'], 0)} | {_fmt(ratio, 2)}x |")
+                         f"{_fmt(row['peak_anon_rss_mb'], 0)} | {_fmt(ratio, 2)}x | "
+                         f"{_fmt(row.get('sampler_cpu_share'), 3)} | {row.get('measured', 'before 2026-12-07')} |")
         lines += _feed_ratios(ingest["rows"])
         lines += [""] + [f"- {note}" for note in ingest.get("notes", [])] + [""]
     train = results.get("train")

@@ -5,7 +5,8 @@ already in memory. The gap between the two is what the data pipeline costs the a
 
 One training process (a Ray Train worker's loop without DDP); torch gets one intra-op thread on CPU, as a
 worker does, so Ray Data's decode has the rest. The data-stall fraction is the share of epoch time the step
-loop spent waiting for its next batch. Results: benchmarks/results/latest.{json,md} (train_samples_per_s).
+loop spent waiting for its next batch. The two feeds train their own models side by side, taking turns of a
+few steps, so that both see the same machine. Results: benchmarks/results/latest.{json,md} (train_samples_per_s).
 """
 from __future__ import annotations
 
@@ -39,29 +40,50 @@ def in_memory_batches(tensors: dict, device, generator: torch.Generator):
         yield {k: v[index].to(device, non_blocking=True) for k, v in tensors.items()}
 
 
-def timed_epoch(batches, step) -> tuple[int, float, float, float, float, float]:
-    """(rows, seconds, seconds waiting for data, of which waiting for the first batch, seconds in steps, the
-    step thread's CPU seconds in steps) of one pass. A step whose wall time exceeds its thread's CPU time waited
-    for a core or the GIL."""
-    rows, waiting, first_wait, stepping, step_cpu = 0, 0.0, None, 0.0, 0.0
+# Steps a feed takes before the other feed's turn. The speed of this VM drifts by 10-15% within a minute, so
+# feeds that took turns by the epoch (20 s each on 2 CPUs) saw different machines: their paired ratio spread
+# 0.94-1.02 over five runs. A turn of a few steps (1-2 s on CPU) is long enough for the stream's refill, which a
+# streaming step's consumption sets off (a 512-row pull is read in about 0.1 s), to fall in the streaming turn.
+TURN_STEPS = 4
+
+
+def timed_turn(batches, step, clock: dict, steps: int, epoch_start: bool) -> bool:
+    """Up to `steps` steps over the iterator `batches`, timed into `clock` (rows, seconds, seconds waiting for
+    data, of which waiting for an epoch's first batch, seconds in steps, the step thread's CPU seconds in steps);
+    False once `batches` is exhausted. A step whose wall time exceeds its thread's CPU time waited for a core or
+    the GIL."""
     started = time.perf_counter()
-    iterator = iter(batches)
-    while True:
-        before = time.perf_counter()
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            break
-        waited = time.perf_counter() - before
-        waiting += waited
-        first_wait = waited if first_wait is None else first_wait
-        wall, cpu = time.perf_counter(), time.thread_time()
-        step(batch)
-        stepping, step_cpu = stepping + time.perf_counter() - wall, step_cpu + time.thread_time() - cpu
-        rows += len(batch["label"])
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return rows, time.perf_counter() - started, waiting, first_wait or 0.0, stepping, step_cpu
+    try:
+        for taken in range(steps):
+            before = time.perf_counter()
+            batch = next(batches, None)
+            if batch is None:
+                return False
+            waited = time.perf_counter() - before
+            clock["waiting"] += waited
+            clock["first_waits"] += waited if taken == 0 and epoch_start else 0.0
+            wall, cpu = time.perf_counter(), time.thread_time()
+            step(batch)
+            clock["stepping"] += time.perf_counter() - wall
+            clock["step_cpu"] += time.thread_time() - cpu
+            clock["rows"] += len(batch["label"])
+        return True
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # a turn's queued GPU work is charged to its own feed
+        clock["seconds"] += time.perf_counter() - started
+
+
+def interleaved_epoch(iterators: dict, steps: dict, clocks: dict, order: list[str]) -> None:
+    """One epoch of every feed, the feeds taking turns of TURN_STEPS steps (the one that went first goes second
+    in the next round), until every feed's epoch is over."""
+    live, started = list(order), set()
+    while live:
+        for feed in list(live):
+            if not timed_turn(iterators[feed], steps[feed], clocks[feed], TURN_STEPS, feed not in started):
+                live.remove(feed)
+            started.add(feed)
+        live.reverse()
 
 
 def decoded_in_memory(files: list, spec, pin: bool) -> dict:
@@ -135,8 +157,8 @@ def cached_stream(data_dir: Path, files: list, spec, cache_dir: str, held_cpus: 
 
 
 def measure(args, cfg, spec, device, counts: list[int], streamed, tensors: dict) -> dict[str, list]:
-    """Each run trains a fresh model per feed, the two feeds taking turns epoch by epoch (in the other order
-    every other epoch), so that a drift in the machine's speed falls on both alike; one record per run and feed,
+    """Each run trains a fresh model per feed, the two feeds taking turns of a few steps within every epoch
+    (interleaved_epoch), so that a drift in the machine's speed falls on both alike; one record per run and feed,
     and the run's paired ratio."""
     from resmm.data.feed import EpochPulls, batches_of
     from resmm.modalities.transforms import WorkerTransforms
@@ -144,40 +166,43 @@ def measure(args, cfg, spec, device, counts: list[int], streamed, tensors: dict)
     feeds = ("in_memory", "streaming")
     results: dict[str, list] = {"streaming": [], "in_memory": [], "paired_ratio": []}
     for run in range(args.runs):
+        # Exactly what a Ray Train worker iterates (resmm.train.loop): the first epoch's stream starts before the
+        # models are built, and each later one once the one before it is pulled, as in training.
+        pulls = EpochPulls(streamed, {epoch: epoch for epoch in range(args.epochs)}, BATCH, device,
+                           cfg.data.prefetch_batches)
         steps = {}
         for feed in feeds:
             torch.manual_seed(run)
             steps[feed] = training_step(cfg, spec, device, counts, amp=args.gpu)
-        totals = {feed: [0.0] * 6 for feed in feeds}  # as timed_epoch returns them, summed over epochs
-        # Exactly what a Ray Train worker iterates (resmm.train.loop): each epoch's stream starts once the one
-        # before it is pulled, here during the streaming epoch's last steps, as in training.
-        pulls = EpochPulls(streamed, {epoch: epoch for epoch in range(args.epochs)}, BATCH, device,
-                           cfg.data.prefetch_batches)
+        clocks = {feed: dict.fromkeys(("rows", "seconds", "waiting", "first_waits", "stepping", "step_cpu"), 0.0)
+                  for feed in feeds}
         for epoch in range(args.epochs):
-            for feed in (feeds if epoch % 2 == 0 else feeds[::-1]):
-                generator = torch.Generator().manual_seed(epoch)
-                if feed == "streaming":
-                    batches = batches_of(pulls.chunks(epoch), BATCH, None, 1.0, generator,
-                                         expand=WorkerTransforms(spec).expand)
-                else:
-                    batches = in_memory_batches(tensors, device, generator)
-                totals[feed] = [t + x for t, x in zip(totals[feed], timed_epoch(batches, steps[feed]))]
+            streamed_batches = batches_of(pulls.chunks(epoch), BATCH, None, 1.0, torch.Generator().manual_seed(epoch),
+                                          expand=WorkerTransforms(spec).expand)
+            iterators = {
+                "streaming": iter(streamed_batches),
+                "in_memory": in_memory_batches(tensors, device, torch.Generator().manual_seed(epoch))}
+            interleaved_epoch(iterators, steps, clocks, list(feeds if epoch % 2 == 0 else feeds[::-1]))
         pulls.close()
         for feed in feeds:
-            rows, seconds, waiting, first_waits, stepping, step_cpu = totals[feed]
-            steps_taken = rows / BATCH
-            results[feed].append({"samples_per_s": rows / seconds, "stall_fraction": waiting / seconds,
-                                  "startup_stall_fraction": first_waits / seconds,
-                                  "step_ms": 1000 * stepping / steps_taken,
-                                  "step_cpu_ms": 1000 * step_cpu / steps_taken,
-                                  "rows": int(rows), "seconds": seconds})
-            print(f"[bench] train {feed} run {run + 1}/{args.runs}: {rows / seconds:.1f} samples/s, "
-                  f"data stall {waiting / seconds:.3f}, of which waiting for each epoch's first batch "
-                  f"{first_waits / seconds:.3f}; step {1000 * stepping / steps_taken:.0f} ms, its thread's CPU "
-                  f"{1000 * step_cpu / steps_taken:.0f} ms ({int(rows)} rows, {seconds:.1f} s)", flush=True)
+            record = run_record(clocks[feed])
+            results[feed].append(record)
+            print(f"[bench] train {feed} run {run + 1}/{args.runs}: {record['samples_per_s']:.1f} samples/s, "
+                  f"data stall {record['stall_fraction']:.3f}, of which waiting for each epoch's first batch "
+                  f"{record['startup_stall_fraction']:.3f}; step {record['step_ms']:.0f} ms, its thread's CPU "
+                  f"{record['step_cpu_ms']:.0f} ms ({record['rows']} rows, {record['seconds']:.1f} s)", flush=True)
         results["paired_ratio"].append(results["streaming"][-1]["samples_per_s"]
                                        / results["in_memory"][-1]["samples_per_s"])
     return results
+
+
+def run_record(clock: dict) -> dict:
+    """One feed's figures over a run, from its clock (timed_turn); step times are per BATCH rows."""
+    steps_taken = clock["rows"] / BATCH
+    return {"samples_per_s": clock["rows"] / clock["seconds"], "stall_fraction": clock["waiting"] / clock["seconds"],
+            "startup_stall_fraction": clock["first_waits"] / clock["seconds"],
+            "step_ms": 1000 * clock["stepping"] / steps_taken, "step_cpu_ms": 1000 * clock["step_cpu"] / steps_taken,
+            "rows": int(clock["rows"]), "seconds": clock["seconds"]}
 
 
 def main(argv=None) -> int:
@@ -228,10 +253,12 @@ def main(argv=None) -> int:
         "train": {"rows": summary, "streaming_over_in_memory": ratio, "runs_streaming_over_in_memory": paired,
                   "device": device_name,
                   "notes": [f"{len(files)} demo shards ({len(labels)} labelled rows), {args.epochs} epochs per run "
-                            f"(the two feeds taking turns epoch by epoch), batch {BATCH}, {device_name}, "
+                            f"(the two feeds training side by side, taking turns of {TURN_STEPS} steps), batch {BATCH}, "
+                            f"{device_name}, "
                             f"data.prefetch_batches={cfg.data.prefetch_batches}; streaming reads the decoded-feature "
-                            "cache (filled before the clock, as the in-memory feed decodes before it); each "
-                            "streaming epoch's stream starts once the one before it is pulled, as in training "
+                            "cache (filled before the clock, as the in-memory feed decodes before it); the first "
+                            "epoch's stream starts before the models are built and each later one once the one "
+                            "before it is pulled, as in training "
                             "(resmm.data.feed.EpochPulls); startup_stall_fraction: the wait for each epoch's first "
                             "batch; step_ms and step_cpu_ms: a step's wall time and its thread's CPU time."]},
     }

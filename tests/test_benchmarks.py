@@ -53,7 +53,8 @@ def test_resmm_feed_under_a_small_object_store_budget_still_delivers_every_row(l
 def test_results_table_shows_both_epoch_phases_cpu_and_ratio():
     row = {"system": "resmm", "scale": 1, "epochs": 5, "epoch1_samples_per_s": 1300.0, "startup_s": 2.5,
            "epoch1_with_startup_samples_per_s": 1000.0, "epoch2plus_samples_per_s": 9000.0, "runs_epoch2plus_samples_per_s": [9000.0], "epoch1_cpu_s_per_1000": 1.5,
-           "epoch2plus_cpu_s_per_1000": 0.17, "peak_rss_mb": 3500.0, "peak_pss_mb": 2000.0, "peak_anon_rss_mb": 2200.0}
+           "epoch2plus_cpu_s_per_1000": 0.17, "peak_rss_mb": 3500.0, "peak_pss_mb": 2000.0, "peak_anon_rss_mb": 2200.0,
+           "sampler_cpu_share": 0.05, "measured": "2026-12-07"}
     dataloader = {**row, "system": "dataloader", "epoch2plus_samples_per_s": 3000.0, "startup_s": 0.0,
                   "epoch1_samples_per_s": 1625.0, "epoch1_with_startup_samples_per_s": 1625.0,
                   "runs_epoch2plus_samples_per_s": [3000.0]}
@@ -67,7 +68,7 @@ def test_results_table_shows_both_epoch_phases_cpu_and_ratio():
                   "streaming_over_in_memory": 0.69, "notes": []},
     })
     assert ("| resmm | 1x | 5 | 2.50 | 1,300.0 | 1,000.0 | 9,000.0 | 9,000.0 | 1.50 | 0.17 | 3,500 | 2,000 | 2,200 "
-            "| 1.00x |") in table
+            "| 1.00x | 0.050 | 2026-12-07 |") in table  # the sampler's own CPU, and when the row was measured
     assert ("| dataloader | 1x | 5 | 0.00 | 1,625.0 | 1,625.0 | 3,000.0 | 3,000.0 | 1.50 | 0.17 | 3,500 | 2,000 | "
             "2,200 | 3.00x |") in table
     assert "epochs 2+: resmm ÷ DataLoader on the same cache entries = **0.90x**" in table
@@ -75,6 +76,27 @@ def test_results_table_shows_both_epoch_phases_cpu_and_ratio():
             "counted in") in table
     assert "**0.690x**" in table
     assert "| 0.300 | n/a | 364 | 352 |" in table  # a step's wall time, then its thread's CPU time
+
+
+def test_the_tree_sampler_reads_cpu_and_memory_as_psutil_does():
+    import os
+    import subprocess
+    import time
+
+    import psutil
+
+    from ingest import process_sample
+
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # CPU time to read back
+        pass
+    cpu, rss, anon = process_sample(os.getpid())
+    me = psutil.Process()
+    assert abs(cpu - (me.cpu_times().user + me.cpu_times().system)) < 0.05 and cpu >= 0.3
+    assert abs(rss - me.memory_info().rss) < 16 * 2**20 and 0 < anon <= rss
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert process_sample(gone.pid) is None
 
 
 def test_missing_bound_copy_nulls_only_the_chosen_modality_in_a_stable_half(tmp_path, shard_dir):

@@ -42,50 +42,71 @@ class FeedStalled(RuntimeError):
     """No batch arrived within the stall timeout: a lost data node that nothing replaced, say."""
 
 
-def within_deadline(items, seconds: float | None, ahead: bool = False):
-    """`items`, pulled ahead by a thread; FeedStalled when none arrives within `seconds` (None: wait for ever, and
-    pull in this thread unless `ahead`).
+class PulledAhead:
+    """An iterator over `items`, which a thread pulls from construction on, at most two ahead of the consumer;
+    FeedStalled when none arrives within `seconds` (None: wait for ever). `close()` stops the thread within a
+    second."""
 
-    Ray Data waits without limit for a node that can run its tasks (one matching `data.label_selector`), so a
-    data node lost for good would hang the job; this bounds the wait."""
-    if not seconds and not ahead:
-        yield from items
-        return
-    handoff: queue.Queue = queue.Queue(maxsize=2)
-    stop, end = threading.Event(), object()
+    _END = object()
 
-    def put(item) -> None:
-        while not stop.is_set():
+    def __init__(self, items, seconds: float | None):
+        self._handoff: queue.Queue = queue.Queue(maxsize=2)
+        self._stop, self._seconds, self._over = threading.Event(), seconds, False
+        threading.Thread(target=self._pull, args=(items,), daemon=True, name="resmm-feed").start()
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
             try:
-                handoff.put(item, timeout=1.0)
+                self._handoff.put(item, timeout=1.0)
                 return
             except queue.Full:
                 continue
 
-    def pull() -> None:
+    def _pull(self, items) -> None:
         try:
             for item in items:
-                put(item)
-                if stop.is_set():
+                self._put(item)
+                if self._stop.is_set():
                     return
-            put(end)
+            self._put(self._END)
         except BaseException as exc:  # handed to the consumer, which raises it
-            put(exc)
+            self._put(exc)
 
-    threading.Thread(target=pull, daemon=True, name="resmm-feed").start()
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._over:
+            raise StopIteration
+        try:
+            item = self._handoff.get(timeout=self._seconds or None)
+        except queue.Empty:
+            raise FeedStalled(STALL_MESSAGE.format(minutes=self._seconds / 60)) from None
+        self._over = item is self._END or isinstance(item, BaseException)
+        if item is self._END:
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def within_deadline(items, seconds: float | None):
+    """`items`, pulled ahead by a thread (PulledAhead) when `seconds` bounds the wait for each (None: wait for ever,
+    and pull in this thread).
+
+    Ray Data waits without limit for a node that can run its tasks (one matching `data.label_selector`), so a
+    data node lost for good would hang the job; this bounds the wait."""
+    if not seconds:
+        yield from items
+        return
+    pulled = PulledAhead(items, seconds)
     try:
-        while True:
-            try:
-                item = handoff.get(timeout=seconds or None)
-            except queue.Empty:
-                raise FeedStalled(STALL_MESSAGE.format(minutes=seconds / 60)) from None
-            if item is end:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        yield from pulled
     finally:
-        stop.set()
+        pulled.close()
 
 
 def pulled_chunks(shard, batch_size: int, device, shuffle_seed: int, prefetch_batches: int = 1):
@@ -99,11 +120,12 @@ def pulled_chunks(shard, batch_size: int, device, shuffle_seed: int, prefetch_ba
 
 
 class EpochPulls:
-    """A training worker's pulls, epoch after epoch, by one thread that starts the next epoch's stream as soon as
-    it has pulled this epoch's last chunk. Ray Data's start of an epoch (planning, the first read tasks and
-    blocks: 0.3-0.5 s on 2 CPUs, the data stall of a cached feed) then overlaps the end of the epoch before it and
-    the validation between them, instead of stalling the first step of every epoch, which matters most on a GPU,
-    where an epoch takes seconds.
+    """A training worker's pulls, epoch after epoch, by one thread that starts the first epoch's stream on
+    construction and the next epoch's as soon as it has pulled this epoch's last chunk. Ray Data's start of an
+    epoch (planning, the first read tasks and blocks: 0.3-0.5 s on 2 CPUs, more for the first; the data stall of a
+    cached feed) then overlaps the worker's set-up, or the end of the epoch before and the validation between
+    them, instead of stalling the first step of every epoch, which matters most on a GPU, where an epoch takes
+    seconds.
 
     `shuffle_seeds` maps each epoch to train, in order, to its local shuffle seed. At most the chunks queued in
     the handoff (two) are held beyond Ray's own prefetch; an epoch the trainer left early is pulled to its end
@@ -117,7 +139,7 @@ class EpochPulls:
                     yield epoch, chunk
                 yield epoch, None  # the epoch's end
 
-        self._pulled = within_deadline(tagged(), stall_seconds, ahead=True)
+        self._pulled = PulledAhead(tagged(), stall_seconds)  # the first epoch's stream starts now
 
     def chunks(self, epoch: int):
         """This epoch's chunks, in the order they were pulled."""

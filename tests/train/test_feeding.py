@@ -153,11 +153,12 @@ def wait_for(condition, seconds: float = 5.0) -> bool:
     return condition()
 
 
-def test_the_next_epochs_stream_starts_before_the_trainer_asks_for_it_and_none_after_the_last():
+def test_every_epochs_stream_starts_before_the_trainer_asks_for_it_and_none_after_the_last():
     from resmm.data.feed import EpochPulls
 
     shard = SeededShard(chunks=3)
     pulls = EpochPulls(shard, {4: 40, 5: 50}, 64, "cpu")
+    assert wait_for(lambda: shard.started == [40])  # the first epoch's stream began while the worker set up
     first = list(pulls.chunks(4))
     assert [int(c["seed"][0]) for c in first] == [40] * 3 and [int(c["chunk"][0]) for c in first] == [0, 1, 2]
     assert wait_for(lambda: shard.started == [40, 50])  # epoch 5's stream began while epoch 4 was being trained
