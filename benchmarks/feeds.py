@@ -103,35 +103,55 @@ def _fill(files: list[str], spec, cache: str) -> object:
 def feed_resmm(job: dict) -> list[dict]:
     """resmm's training feed at the defaults (data.cache=on), from a cold cache: epoch 1 is the validation pass
     that decodes and stores every shard plus the first read of the entries; later epochs read entries only.
-    Ray Data read → unpack → resmm.data.feed.fed_batches (a Ray Train worker's pulls of 512 rows, cast and
-    normalise, batches of 64) → resampling. Each epoch's stream starts when the epoch does, where a worker's
-    EpochPulls starts it ahead (benchmarks/train_throughput.py measures that)."""
-    import torch
-
+    Ray Data read → unpack → a Ray Train worker's own pulls (resmm.data.feed.EpochPulls: 512 rows at a time,
+    each epoch's stream started as soon as the one before it is pulled) → cast and normalise, batches of 64 →
+    resampling."""
     from pipelines.feature_cache import read_cached_split
+
+    cfg, spec = _resmm_setup(job)
+    startup_s = ray_data_startup()
+    filled_at = time.time()
+
+    def dataset():
+        validation = _fill(job["files"], spec, job["cache"])
+        return read_cached_split(list(validation.entries), job["cache"], spec, validation=None, val_fraction=0.1)
+
+    records = epochs_of(_pulled_epochs(dataset, cfg, spec, job["epochs"]), job["epochs"],
+                        Resampler(job["class_counts"]))
+    records[0]["start"], records[0]["startup_s"] = filled_at, startup_s
+    return records
+
+
+def _resmm_setup(job: dict):
+    """A fresh local Ray instance and Ray Data context, as a run sets them up: (the run's config, the spec)."""
     from pipelines.runtime import configure_data_context, connect_ray
     from resmm.config import load_config
-    from resmm.data.feed import fed_batches
-    from resmm.modalities.transforms import WorkerTransforms
 
     connect_ray()
     cfg = load_config(None, list(job.get("overrides", [])))
     configure_data_context(cfg)
-    spec = default_spec(job["classes"])
-    startup_s = ray_data_startup()
-    filled_at, validation = time.time(), None
+    return cfg, default_spec(job["classes"])
+
+
+def _pulled_epochs(make_dataset, cfg, spec, epochs: int):
+    """make_batches for epochs_of: the dataset is made in epoch 1's clock, then pulled by one EpochPulls for
+    every epoch, as a training worker pulls its shard."""
+    import torch
+
+    from resmm.data.feed import EpochPulls, batches_of
+    from resmm.modalities.transforms import WorkerTransforms
+
+    pulls = None
 
     def batches(epoch):
-        nonlocal validation
-        if validation is None:
-            validation = _fill(job["files"], spec, job["cache"])
-        dataset = read_cached_split(list(validation.entries), job["cache"], spec, validation=None, val_fraction=0.1)
-        return fed_batches(dataset, BATCH, "cpu", None, 1.0, torch.Generator(), shuffle_seed=epoch,
-                           prefetch_batches=cfg.data.prefetch_batches, expand=WorkerTransforms(spec).expand)
+        nonlocal pulls
+        if pulls is None:
+            pulls = EpochPulls(make_dataset(), {e: e for e in range(epochs)}, BATCH, "cpu",
+                               prefetch_batches=cfg.data.prefetch_batches)
+        return batches_of(pulls.chunks(epoch), BATCH, None, 1.0, torch.Generator(),
+                          expand=WorkerTransforms(spec).expand)
 
-    records = epochs_of(batches, job["epochs"], Resampler(job["class_counts"]))
-    records[0]["start"], records[0]["startup_s"] = filled_at, startup_s
-    return records
+    return batches
 
 
 def ray_data_startup() -> float:
@@ -148,26 +168,16 @@ def ray_data_startup() -> float:
 
 def feed_resmm_cache_off(job: dict) -> list[dict]:
     """resmm's feed with data.cache=off: every epoch decodes the shards again in Ray Data tasks (one per shard,
-    the validation pass's own decode), then the same fed_batches."""
-    import torch
-
+    the validation pass's own decode), pulled as feed_resmm pulls its entries."""
     from pipelines.feature_cache import decoded_split
-    from pipelines.runtime import configure_data_context, connect_ray
-    from resmm.config import load_config
-    from resmm.data.feed import fed_batches
-    from resmm.modalities.transforms import WorkerTransforms
 
-    connect_ray()
-    cfg = load_config(None, list(job.get("overrides", [])))
-    configure_data_context(cfg)
-    spec = default_spec(job["classes"])
-    dataset = decoded_split(_source(job["files"]), spec, validation=None, val_fraction=0.1, batch_rows=BATCH_ROWS)
+    cfg, spec = _resmm_setup(job)
 
-    def batches(epoch):
-        return fed_batches(dataset, BATCH, "cpu", None, 1.0, torch.Generator(), shuffle_seed=epoch,
-                           prefetch_batches=cfg.data.prefetch_batches, expand=WorkerTransforms(spec).expand)
+    def dataset():
+        return decoded_split(_source(job["files"]), spec, validation=None, val_fraction=0.1, batch_rows=BATCH_ROWS)
 
-    return epochs_of(batches, job["epochs"], Resampler(job["class_counts"]))
+    return epochs_of(_pulled_epochs(dataset, cfg, spec, job["epochs"]), job["epochs"],
+                     Resampler(job["class_counts"]))
 
 
 class _Units:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import ray
 
+from pipelines.ray_data_limits import start_coordinator
 from resmm import console
 from resmm.config import Config
 from resmm.console import say
@@ -88,6 +89,7 @@ def connect_ray() -> None:
     else:
         use_local_token()
         context = ray.init(address="local", runtime_env=local_code_env(), **options)
+    start_coordinator()  # pipelines/ray_data_limits.py: up before the first Ray Data execution needs it
     console.quiet_frameworks()
     if not console.verbose():
         say(f"[resmm] Ray's logs: {context.address_info['session_dir']}/logs "
