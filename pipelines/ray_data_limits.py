@@ -5,12 +5,14 @@ asks without waiting: DefaultAutoscalingCoordinator.get_reserved_resources retur
 sends the question again. It asks once a second (GLOBAL_LIMITS_UPDATE_INTERVAL_S). So an execution's limits are
 zero until its second or third ask, 1-2 s in. Until then the only task that runs is the one Ray Data admits so as
 not to stall. On 2 CPUs, every execution (the validation pass, each epoch's stream) ran on half the machine for
-its first 1-2 s: 8 one-second tasks took 5.5 s instead of 4.1 s, and the first epoch of the demo about 0.7 s more.
+its first 1-2 s: 8 one-second tasks took 5.5 s, 4.4 s with this fix; a cached epoch of the demo ran at 8.4-9.7k
+rows/s, 12.9-14.4k with it (benchmarks/results/issue31-ray-data-start.md).
 
 The fix asks again on every scheduling pass (at most every RETRY_S) while the limits are still zero; once they are
 known, Ray's own cadence resumes. The coordinator itself is an actor that Ray Data starts on the first execution
-(0.4 s here, which that execution would wait for): connect_ray starts it with the instance. tests/pipelines/test_ray_data_limits.py pins the behaviour. Drop this module
-when Ray Data waits for its first answer itself.
+(0.4 s here, which that execution would wait for): connect_ray starts it with the instance.
+tests/pipelines/test_ray_data_limits.py pins the behaviour. Drop this module when Ray Data waits for its first
+answer itself.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ def start_coordinator() -> None:
     first execution (a detached actor: on a cluster it is usually up already)."""
     try:
         from ray.data._internal.cluster_autoscaler import get_or_create_autoscaling_coordinator
-    except ImportError:
+
+        get_or_create_autoscaling_coordinator()
+    except Exception:  # only a head start: Ray Data starts it on its first execution anyway
         return
-    get_or_create_autoscaling_coordinator()
