@@ -304,7 +304,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=5, help="epochs per run at 1x (epoch 1 + at least 4)")
     parser.add_argument("--runs-10x", type=int, default=1, help="runs at scales above 1 (each reads 10x the data)")
     parser.add_argument("--epochs-10x", type=int, default=2, help="epochs per run at scales above 1")
-    parser.add_argument("--systems-10x", nargs="+", choices=SYSTEMS, default=["resmm", "dataloader"],
+    parser.add_argument("--systems-10x", nargs="+", choices=SYSTEMS,
+                        default=["resmm", "dataloader", "dataloader_on_cache"],
                         help="systems measured at scales above 1")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds before a run counts as failed")
     parser.add_argument("--name", default="latest", help="results file stem under benchmarks/results/")

@@ -28,11 +28,13 @@ def _fmt(value, digits=1):
 
 def _feed_ratios(rows: list[dict]) -> list[str]:
     """resmm against the two DataLoaders at each scale: epochs 2+ against the one on resmm's cache entries, and
-    epoch 1 (with and without Ray Data's start-up) against the one that decodes."""
+    epoch 1 (with and without Ray Data's start-up) against the one that decodes. Only rows measured on the same
+    day are compared: a system left out of a run keeps its older row, and this VM's speed moves between days."""
     lines = []
     for scale in sorted({r["scale"] for r in rows}):
         by = {r["system"]: r for r in rows if r["scale"] == scale}
-        resmm, on_cache, decoding = by.get("resmm"), by.get("dataloader_on_cache"), by.get("dataloader")
+        resmm = by.get("resmm")
+        on_cache, decoding = (_measured_with(resmm, by.get(system)) for system in ("dataloader_on_cache", "dataloader"))
         if resmm and on_cache:
             lines.append(f"- {scale}x, epochs 2+: resmm ÷ DataLoader on the same cache entries = "
                          f"**{resmm['epoch2plus_samples_per_s'] / on_cache['epoch2plus_samples_per_s']:.2f}x**")
@@ -44,6 +46,13 @@ def _feed_ratios(rows: list[dict]) -> list[str]:
                          f"with Ray Data's start-up ({resmm['startup_s']:.1f} s) counted in")
             lines.append(line)
     return [""] + lines if lines else []
+
+
+def _measured_with(resmm: dict | None, row: dict | None) -> dict | None:
+    """`row` where it was measured on the day `resmm` was (rows from before the dates were kept: never)."""
+    if resmm is None or row is None or resmm.get("measured") is None or row.get("measured") != resmm["measured"]:
+        return None
+    return row
 
 
 def markdown(results: dict) -> str:

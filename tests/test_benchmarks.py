@@ -75,6 +75,10 @@ def test_results_table_shows_both_epoch_phases_cpu_and_ratio():
     assert ("epoch 1: resmm ÷ re-decoding DataLoader = **0.80x**, or 0.62x with Ray Data's start-up (2.5 s) "
             "counted in") in table
     assert "**0.690x**" in table
+    stale = markdown({"machine": {"cpus": 2, "updated": "now"},
+                      "ingest": {"rows": [row, dataloader, {**on_cache, "measured": "2026-12-01"}], "notes": []}})
+    assert "re-decoding DataLoader = **0.80x**" in stale
+    assert "same cache entries" not in stale  # never today's resmm against another day's DataLoader
     assert "| 0.300 | n/a | 364 | 352 |" in table  # a step's wall time, then its thread's CPU time
 
 
