@@ -22,7 +22,7 @@ from pipelines.verdicts import Rules, decode_modalities, row_labels, source_colu
 from resmm.data.cache import (CacheStats, Layout, column_array, decode_versions, entry_key, entry_path, entry_part,
                               read_verified, write_entry)
 from resmm.data.cells import column_cells
-from resmm.data.split import buckets_of, in_validation, split_keys
+from resmm.data.split import SPLIT_GROUP, buckets_of, in_validation, split_keys
 from resmm.modalities.compact import decode_sources, layout_of
 from resmm.modalities.spec import BatchPreprocessor, PreprocessSpec
 from resmm.sources.shards import arrow_filesystem, open_filesystem
@@ -171,7 +171,8 @@ def hand_out(row_hashes: np.ndarray | None, labels: list, buckets: np.ndarray, p
              val_fraction: float) -> dict:
     """What both training streams hand the worker from a slice of rows, read from an entry or just decoded: the
     rows left after dropping quarantined ones and keeping one side of the split, as compact arrays with presence,
-    label indices and row ids (WorkerTransforms.expand widens them on the worker)."""
+    label indices and row ids (WorkerTransforms.expand widens them on the worker); validation rows (and every row
+    of an unsplit source) also carry their split group, which the bootstrap resamples."""
     keep = np.ones(len(labels), dtype=bool)
     if len(quarantined) and row_hashes is not None:
         keep &= ~np.isin(row_hashes, quarantined)
@@ -187,6 +188,8 @@ def hand_out(row_hashes: np.ndarray | None, labels: list, buckets: np.ndarray, p
     out["label"] = BatchPreprocessor(spec).label_indices(labels if every else [v for v, k in zip(labels, keep) if k])
     if row_hashes is not None:  # the training feed draws a row's copies from its id
         out["row_id"] = (row_hashes if every else row_hashes[keep]).view(np.int64)
+    if validation is not False:
+        out[SPLIT_GROUP] = (buckets if every else buckets[keep]).astype(np.int64)
     return out
 
 
@@ -194,7 +197,7 @@ def unpack_entries(table: pa.Table, *, spec: PreprocessSpec, layout: Layout, qua
                    validation: bool | None = None, val_fraction: float = 0.0) -> dict:
     """map_batches stage over entry blocks: hand_out of the stored rows."""
     row_hashes = table.column(ROW_HASH).to_numpy() if ROW_HASH in table.column_names else None
-    buckets = table.column("split_bucket").to_numpy() if validation is not None else None
+    buckets = table.column("split_bucket").to_numpy()
     return hand_out(row_hashes, table.column("label").to_pylist(), buckets, table.column("pattern").to_numpy(),
                     {m: column_array(table.column(m), *layout.shapes[m]) for m in spec.modalities}, spec=spec,
                     quarantined=quarantined, validation=validation, val_fraction=val_fraction)

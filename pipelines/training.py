@@ -33,8 +33,8 @@ from resmm.summary import TrainingSummary, format_table
 from resmm.tracking import lineage as lineage_dataset
 from resmm.tracking import plots, registry, runs
 from resmm.tracking.runs import TrackedRun
-from resmm.train.budget import Budget
-from resmm.train.checkpoint import STATE_FILE
+from resmm.train.budget import SMOOTHING_EPOCHS, Budget
+from resmm.train.checkpoint import SELECTION_METRIC, STATE_FILE
 from resmm.train.driver import fit, storage_uri
 from resmm.train.recipe import Recipe, apply_recipe, choose_recipe
 from resmm.train.retrieval import flat_metrics, retrieval_recall
@@ -339,6 +339,9 @@ def train(run: TrackedRun, data: PreparedData, initial_weights: dict | None, pro
     run.log_metrics({"train/restarts": restarts, "train/epochs_run": epochs_run}, step=epochs_run - 1)
     run.log_figure(plots.confusion_matrix_figure(best["val_confusion_matrix"], data.classes),
                    "plots/confusion_matrix.png")
+    curves = runs.epoch_metric_history(run.tracking_uri, run.run_id, ["val_balanced_accuracy",
+                                                                      "val_balanced_accuracy_se", SELECTION_METRIC])
+    run.log_figure(plots.validation_curve_figure(curves, best["epoch"], stop_reason), "plots/validation_curve.png")
     state = torch.load(Path(outcome.best_checkpoint_path) / STATE_FILE, map_location="cpu", weights_only=True)
     return Trained(best, state["model"], worker, restarts, epochs_run, stop_reason)
 
@@ -440,6 +443,21 @@ def summarise(data: PreparedData, run: TrackedRun, trained: Trained, started: fl
         train_time_s=round(train_seconds, 2),
         throughput_samples_per_s=round(rows_seen / max(train_seconds, 1e-9), 2),
         heads={k.removeprefix("val_head_"): v for k, v in trained.best.items() if k.startswith("val_head_")},
+        selection=selection_protocol(data.cfg, trained.best),
         data_profile=data.profile.as_summary(), fed_class_counts=worker.get("fed_class_counts", {}),
         resumed_within_epoch=worker.get("resumed_within_epoch", {}), **results,
     ).as_dict()
+
+
+def selection_protocol(cfg: Config, best: dict) -> dict:
+    """Which protocol chose the epoch, the checkpoint and the predictor, and the best epoch's reading with its
+    bootstrap standard error (the summary's `selection`)."""
+    budget = (f"train.epochs={cfg.train.epochs}" if cfg.train.epochs is not None else
+              f"stop when the {SMOOTHING_EPOCHS}-epoch smoothed reading gains nothing above its bootstrap noise for "
+              f"{cfg.train.patience} epochs, after at least {cfg.train.min_steps} steps")
+    return {"protocol": f"one validation split ({budget}; checkpoint by the smoothed reading; predictor by the "
+                        "one-standard-error rule), groups resampled by the bootstrap",
+            "validation_rows": best.get("val_rows"), "validation_groups": best.get("val_groups"),
+            "val_balanced_accuracy": best.get("val_balanced_accuracy"),
+            "val_balanced_accuracy_se": best.get("val_balanced_accuracy_se"),
+            "smoothed_balanced_accuracy": best.get("val_smoothed_balanced_accuracy")}

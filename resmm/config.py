@@ -198,8 +198,12 @@ class TrainConfig(_Section):
     # a number: exactly that many epochs on a cosine schedule.
     epochs: int | None = Field(None, ge=1, le=10000)
     max_epochs: int = Field(30, ge=1, le=10000)  # cap of the default budget
-    patience: int = Field(4, ge=1)  # epochs without a gain of min_delta before the default budget stops
+    # Epochs without a gain above the noise (and above min_delta) before the default budget stops.
+    patience: int = Field(4, ge=1)
     min_delta: float = Field(0.002, ge=0.0, le=1.0)  # the smallest validation gain that counts as progress
+    # Optimizer steps (all workers together) before the default budget may stop, at most half of max_epochs:
+    # early readings are the noisiest (resmm/train/budget.py). 0: no floor.
+    min_steps: int = Field(1000, ge=0)
     max_minutes: float | None = Field(None, gt=0.0)  # wall-time cap of the default budget; None = none
     # Rows per optimizer step, all workers together (each worker takes its share), so that changing the worker
     # count changes neither the steps per epoch nor the result. batch_size_per_worker, when set, overrides it

@@ -43,6 +43,8 @@ class TrainingSummary:
     retrieval: dict = field(default_factory=dict)
     cache: dict = field(default_factory=dict)  # the decoded-feature cache: rows decoded, rows cached, where, bytes
     predictor: dict = field(default_factory=dict)  # the chosen final predictor and every candidate's validation score
+    # How the choices after training started were made, and how noisy the readings behind them were.
+    selection: dict = field(default_factory=dict)
     # Set when training resumed inside an epoch: that epoch (from 1) and the rows it had already trained.
     resumed_within_epoch: dict = field(default_factory=dict)
 
@@ -66,6 +68,7 @@ def format_table(summary: dict) -> str:
         ("wall time", f"{summary.get('wall_time_s', 0):.1f} s"),
         ("throughput", f"{summary.get('throughput_samples_per_s', 0):.1f} samples/s"),
     ] + [(name, f"{value:.4f}") for name, value in metrics.items()]
+    rows += selection_rows(summary.get("selection") or {})
     rows += predictor_rows(summary.get("predictor") or {})
     rows += pattern_rows(summary.get("robustness") or {})
     quarantine = summary.get("quarantine") or {}
@@ -98,6 +101,17 @@ def format_table(summary: dict) -> str:
 
 def _score(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def selection_rows(selection: dict) -> list[tuple[str, str]]:
+    """The selection protocol, and the best epoch's reading with its error bar."""
+    if not selection:
+        return []
+    return [("selection", selection["protocol"]),
+            ("best epoch's reading", f"val balanced acc {_score(selection.get('val_balanced_accuracy'))} "
+                                     f"± {_score(selection.get('val_balanced_accuracy_se'))} (bootstrap SE over "
+                                     f"{selection.get('validation_groups')} groups of {selection.get('validation_rows')} "
+                                     f"rows), smoothed {_score(selection.get('smoothed_balanced_accuracy'))}")]
 
 
 def predictor_rows(predictor: dict) -> list[tuple[str, str]]:

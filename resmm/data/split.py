@@ -12,6 +12,9 @@ import numpy as np
 import pyarrow as pa
 
 _BUCKETS = 10_000
+# The batch key of a validation row's split bucket: rows of one group share it, so the bootstrap that puts error
+# bars on validation readings resamples it as the group (two groups in one bucket are resampled as one).
+SPLIT_GROUP = "split_group"
 
 
 def buckets_of(sample_ids) -> np.ndarray:

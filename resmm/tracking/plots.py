@@ -60,3 +60,24 @@ def robustness_figure(report: dict):
     lines.legend()
     figure.tight_layout()
     return figure
+
+
+def validation_curve_figure(curves: dict, best_epoch: int, title: str):
+    """Validation balanced accuracy per epoch with its bootstrap error bar (one standard error), the smoothed curve
+    the stop rule and the checkpoint read, and the registered epoch marked. `curves`: {flat metric key:
+    {epoch (from 0): value}}."""
+    raw, se = curves.get("val_balanced_accuracy", {}), curves.get("val_balanced_accuracy_se", {})
+    smoothed = curves.get("val_smoothed_balanced_accuracy", {})
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    epochs = sorted(raw)
+    axis.errorbar([e + 1 for e in epochs], [raw[e] for e in epochs], yerr=[se.get(e, 0.0) for e in epochs],
+                  fmt="o", capsize=3, alpha=0.7, label="reading ± 1 bootstrap SE (groups resampled)")
+    axis.plot([e + 1 for e in sorted(smoothed)], [smoothed[e] for e in sorted(smoothed)], "-",
+              label="smoothed (the stop rule and the checkpoint read this)")
+    axis.axvline(best_epoch + 1, color="grey", linestyle="--", label=f"registered epoch {best_epoch + 1}")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("val balanced accuracy")
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure

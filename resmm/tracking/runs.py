@@ -203,6 +203,13 @@ def log_epoch_metrics(tracking_uri: str, run_id: str, metrics: dict, epoch: int)
     log_metrics(tracking_uri, run_id, {epoch_metric_name(k): v for k, v in metrics.items() if k != "epoch"}, epoch)
 
 
+def epoch_metric_history(tracking_uri: str, run_id: str, keys: list[str]) -> dict[str, dict[int, float]]:
+    """{flat metric key: {epoch: value}} of the training loop's epoch metrics, read back from the run."""
+    client = MlflowClient(tracking_uri)
+    return {key: {m.step: m.value for m in client.get_metric_history(run_id, epoch_metric_name(key))}
+            for key in keys}
+
+
 # Ray Train does not report how often it restarted the worker group, so rank 0 counts the group's starts in
 # this run tag and the driver compares the count before and after its fit.
 WORKER_GROUP_STARTS_TAG = "resmm.worker_group_starts"

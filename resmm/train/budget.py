@@ -1,16 +1,66 @@
-"""How long to train: a fixed `train.epochs`, or, by default, until validation stops improving.
+"""How long to train, and which epoch to register: a fixed `train.epochs`, or, by default, until validation stops
+improving by more than its own noise.
 
-The default budget does not depend on the dataset's size: training stops after `train.patience` epochs without
-a gain of `train.min_delta` in validation balanced accuracy, at `train.max_epochs`, or after
-`train.max_minutes`. The learning rate warms up over the first epoch and halves on a plateau
-(`ReduceLROnPlateau`), so a long budget does not need a schedule tied to a length nobody knows in advance.
+A few hundred validation rows in a few dozen groups read balanced accuracy with a standard error of several
+points, so the default rule never treats one reading as exact:
+- each epoch's reading is smoothed over the last `SMOOTHING_EPOCHS` epochs (the mean of each row's hits);
+- a gain counts only when the smoothed curve rises above the last gain by more than `train.min_delta` and by
+  more than one bootstrap standard error of that paired difference, resampling the split's groups
+  (resmm/train/noise.py);
+- training stops after `train.patience` epochs without such a gain, but never before `train.min_steps`
+  optimizer steps (at most half of `train.max_epochs`): early readings are the noisiest and a model trained
+  from scratch needs that many steps to leave its first transient;
+- the registered checkpoint is the epoch with the highest smoothed score, not the luckiest single reading.
+
+Also at `train.max_epochs`, or after `train.max_minutes`. The learning rate warms up over the first epoch and
+halves when the smoothed curve stalls (`ReduceLROnPlateau`), so a long budget needs no schedule tied to a length
+nobody knows in advance.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
 
 from resmm.config import TrainConfig
+from resmm.train.noise import balanced_hits, difference_standard_error, standard_error
+
+SMOOTHING_EPOCHS = 3  # readings averaged into the smoothed curve: short enough to follow a real rise
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One epoch's validation, row by row (labelled rows only, ordered by row id): what the rule compares
+    epochs on."""
+
+    row_ids: np.ndarray  # (N,) int64
+    labels: np.ndarray  # (N,) class index
+    groups: np.ndarray  # (N,) split group: rows of one group are resampled together
+    hits: np.ndarray  # (N,) float: 1 where the fused head was right
+
+    @classmethod
+    def of(cls, row_ids: np.ndarray, labels: np.ndarray, groups: np.ndarray, predicted: np.ndarray) -> "Reading":
+        labelled = labels >= 0
+        order = np.argsort(row_ids[labelled], kind="stable")
+        labels = labels[labelled][order]
+        return cls(row_ids[labelled][order], labels, groups[labelled][order],
+                   (predicted[labelled][order] == labels).astype(np.float64))
+
+    def same_rows(self, other: "Reading") -> bool:
+        return len(self.row_ids) == len(other.row_ids) and bool(np.array_equal(self.row_ids, other.row_ids))
+
+    def with_hits(self, hits: np.ndarray) -> "Reading":
+        return Reading(self.row_ids, self.labels, self.groups, hits)
+
+    def as_state(self) -> dict:
+        return {name: torch.from_numpy(np.ascontiguousarray(getattr(self, name)))
+                for name in ("row_ids", "labels", "groups", "hits")}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Reading":
+        return cls(*(state[name].numpy() for name in ("row_ids", "labels", "groups", "hits")))
 
 
 @dataclass
@@ -20,15 +70,24 @@ class Budget:
     patience: int
     min_delta: float
     max_seconds: float | None
-    best_score: float = -math.inf  # the highest score so far: the epoch whose checkpoint is registered
+    min_steps: int = 0  # train.min_steps
+    min_epochs: int = 1  # that floor in epochs of this run's data (1 where the steps per epoch are unknown)
+    best_score: float = -math.inf  # the highest smoothed score so far: the epoch whose checkpoint is registered
     best_epoch: int = -1
-    gain_score: float = -math.inf  # the last score that beat the one before it by min_delta: patience counts from it
+    gain_score: float = -math.inf  # the smoothed score of the last gain above the noise: patience counts from it
     gain_epoch: int = -1
+    threshold: float = 0.0  # what the last comparison had to beat: min_delta or the noise of the difference
+    recent: list[Reading] = field(default_factory=list)  # the last SMOOTHING_EPOCHS readings (rank 0)
+    gain_reading: Reading | None = None  # the smoothed hits of the last gain (rank 0)
 
     @classmethod
-    def from_config(cls, train: TrainConfig) -> "Budget":
+    def from_config(cls, train: TrainConfig, steps_per_epoch: int | None = None) -> "Budget":
+        """`steps_per_epoch` (all workers together) sizes the floor; None: no floor (the driver's description)."""
         max_seconds = train.max_minutes * 60 if train.max_minutes is not None else None
-        return cls(train.epochs, train.max_epochs, train.patience, train.min_delta, max_seconds)
+        floor = (min(math.ceil(train.min_steps / max(1, steps_per_epoch)), max(1, train.max_epochs // 2))
+                 if steps_per_epoch else 1)
+        return cls(train.epochs, train.max_epochs, train.patience, train.min_delta, max_seconds, train.min_steps,
+                   max(1, floor))
 
     @property
     def until_converged(self) -> bool:
@@ -43,40 +102,65 @@ class Budget:
         if not self.until_converged:
             return f"train.epochs={self.fixed_epochs}"
         cap = f"at most {self.max_epochs} epochs" + (f" or {self.max_seconds / 60:g} min" if self.max_seconds else "")
-        return (f"until val balanced accuracy stops improving (patience {self.patience}, {cap}); "
-                "set train.epochs=N for a fixed count")
+        return (f"until smoothed val balanced accuracy stops rising above its noise (patience {self.patience}, "
+                f"at least {self.min_steps} steps, {cap}); set train.epochs=N for a fixed count")
 
     def epoch_label(self, epoch: int) -> str:
         return f"{epoch + 1}/{self.epoch_cap}" if self.fixed_epochs is not None else f"{epoch + 1}/≤{self.epoch_cap}"
 
-    def stop_reason(self, epoch: int, score: float, elapsed_s: float) -> str | None:
-        """Record epoch `epoch`'s validation score; the reason to stop after it, or None to go on."""
+    def observe(self, epoch: int, reading: Reading) -> dict:
+        """Rank 0: record epoch `epoch`'s reading; returns its noise figures as metrics (the smoothed score is
+        the one checkpoints are kept and registered by)."""
+        if self.recent and not self.recent[-1].same_rows(reading):
+            self.recent, self.gain_reading = [], None  # another validation set: earlier readings compare to nothing
+        self.recent = [*self.recent, reading][-SMOOTHING_EPOCHS:]
+        smoothed = reading.with_hits(np.mean([r.hits for r in self.recent], axis=0))
+        score = balanced_hits(smoothed.labels, smoothed.hits)
+        if self.gain_reading is None:
+            self.threshold, gained = 0.0, True
+        else:
+            noise = difference_standard_error(smoothed.labels, smoothed.hits, self.gain_reading.hits,
+                                              smoothed.groups, seed=epoch)
+            self.threshold = max(self.min_delta, noise)
+            gained = score > self.gain_score + self.threshold
+        if gained:
+            self.gain_score, self.gain_epoch, self.gain_reading = score, epoch, smoothed
         if score >= self.best_score:  # the latest of equal scores, as the registered checkpoint (driver.py)
             self.best_score, self.best_epoch = score, epoch
-        if score > self.gain_score + (self.min_delta if self.gain_epoch >= 0 else 0.0):
-            self.gain_score, self.gain_epoch = score, epoch
+        return {"val_smoothed_balanced_accuracy": score,
+                "val_balanced_accuracy_se": standard_error(reading.labels, reading.hits, reading.groups, seed=epoch),
+                "val_gain_threshold": self.threshold, "val_groups": int(len(np.unique(reading.groups)))}
+
+    def stop_reason(self, epoch: int, elapsed_s: float) -> str | None:
+        """The reason to stop after epoch `epoch` (observed on rank 0), or None to go on."""
         if epoch + 1 >= self.epoch_cap:
             return (f"train.epochs={self.fixed_epochs} done" if self.fixed_epochs is not None
                     else f"train.max_epochs={self.max_epochs} reached")
         if not self.until_converged:
             return None
-        if epoch - self.gain_epoch >= self.patience:
+        if epoch - self.gain_epoch >= self.patience and epoch + 1 >= self.min_epochs:
             # Epochs are counted from 1 here as everywhere a person reads them; the best epoch is the registered one.
-            return (f"converged: no gain of {self.min_delta} in val balanced accuracy since epoch "
-                    f"{self.gain_epoch + 1} ({self.patience} epochs); best epoch {self.best_epoch + 1}")
+            return (f"converged: no gain above the {100 * self.threshold:.1f}-point noise in smoothed val balanced "
+                    f"accuracy since epoch {self.gain_epoch + 1} ({self.patience} epochs); "
+                    f"best epoch {self.best_epoch + 1}")
         if self.max_seconds is not None and elapsed_s >= self.max_seconds:
             return f"train.max_minutes={self.max_seconds / 60:g} reached"
         return None
 
     def state_dict(self) -> dict:
         return {"best_score": self.best_score, "best_epoch": self.best_epoch, "gain_score": self.gain_score,
-                "gain_epoch": self.gain_epoch}
+                "gain_epoch": self.gain_epoch, "threshold": self.threshold,
+                "recent": [r.as_state() for r in self.recent],
+                "gain_reading": self.gain_reading.as_state() if self.gain_reading is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
-        # A checkpoint from before the two were told apart holds the gain epoch as its best.
+        # A checkpoint from before the noise-aware rule holds no readings: the next epoch's reading starts afresh.
         self.gain_score, self.gain_epoch = state.get("gain_score", self.best_score), state.get("gain_epoch",
                                                                                                 self.best_epoch)
+        self.threshold = state.get("threshold", 0.0)
+        self.recent = [Reading.from_state(r) for r in state.get("recent", [])]
+        self.gain_reading = Reading.from_state(state["gain_reading"]) if state.get("gain_reading") else None
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
@@ -84,4 +168,4 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return 1.0 if step >= warmup_steps else 0.1 + 0.9 * step / max(1, warmup_steps)
 
 
-__all__ = ["Budget", "warmup_factor"]
+__all__ = ["Budget", "Reading", "SMOOTHING_EPOCHS", "warmup_factor"]

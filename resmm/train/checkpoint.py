@@ -12,7 +12,9 @@ import torch
 
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.json"
-SELECTION_METRIC = "val_balanced_accuracy"  # what Ray keeps checkpoints by, and the driver registers the best of
+# What Ray keeps checkpoints by, and the driver registers the best of: the smoothed reading (resmm/train/budget.py),
+# not the luckiest single one.
+SELECTION_METRIC = "val_smoothed_balanced_accuracy"
 
 
 def save_checkpoint(model, optimizer, epoch: int, metrics: dict, schedule: dict) -> ray.train.Checkpoint:

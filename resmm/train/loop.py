@@ -24,11 +24,11 @@ from resmm.modalities.spec import PreprocessSpec
 from resmm.modalities.transforms import WorkerTransforms
 from resmm.data.feed import EpochPulls, batches_of, epoch_rates, within_deadline
 from resmm.modalities.network import build_model
-from resmm.train.budget import Budget, warmup_factor
+from resmm.train.budget import Budget, Reading, warmup_factor
 from resmm.train.losses import LongTailLoss
 from resmm.train.objectives import total_loss
 from resmm.train.predictor_choice import ValidationOutputs
-from resmm.train.metrics import classification_metrics
+from resmm.train.metrics import balanced_log_loss, classification_metrics
 from resmm.train.progress import EpochReporter
 from resmm.train.checkpoint import SELECTION_METRIC, load_state, save_checkpoint, unwrap
 from resmm.train.position import EpochPosition, RowTally
@@ -192,20 +192,21 @@ def setup(loop_config: dict, context, cfg: Config, restored: dict | None) -> Wor
             board.add_line.remote(note)
     ddp_model = ray.train.torch.prepare_model(model)
     optimizer = torch.optim.AdamW(ddp_model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    budget = Budget.from_config(cfg.train)
-    # Until converged: halve the learning rate when validation stalls for half the patience.
+    world = context.get_world_size()
+    expected_rows = cfg.data.epoch_rows or loop_config["train_rows"]
+    steps_per_epoch = max(1, expected_rows // (cfg.train.worker_batch_rows() * world))
+    budget = Budget.from_config(cfg.train, steps_per_epoch)
+    # Until converged: halve the learning rate when the smoothed validation curve stalls for half the patience.
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=0.5, patience=max(0, budget.patience // 2 - 1), threshold=budget.min_delta,
         threshold_mode="abs")
     precision = Precision.for_device(device, cfg.train.amp)
-    world = context.get_world_size()
-    expected_rows = cfg.data.epoch_rows or loop_config["train_rows"]
     state = WorkerState(
         cfg, spec, loop_config, rank, world, device, ddp_model, optimizer, precision.grad_scaler(), precision,
         LongTailLoss(cfg.train.loss, loop_config["class_counts"], tau=cfg.train.logit_adjust_tau,
                      label_smoothing=cfg.train.label_smoothing).to(device),
         budget, plateau, start_epoch=0,
-        warmup_steps=max(1, expected_rows // (cfg.train.worker_batch_rows() * world)) if budget.until_converged else 0,
+        warmup_steps=steps_per_epoch if budget.until_converged else 0,
         fed_counts=torch.zeros(len(spec.classes), dtype=torch.float64),
     )
     if rank == 0 and cfg.train.ema_decay is not None:
@@ -274,7 +275,8 @@ def train_on_worker(loop_config: dict, context) -> dict:
         for epoch in epochs:
             metrics = train_one_epoch(state, epoch, pulls)
             if state.rank == 0:
-                metrics.update(validate(state, val_data))
+                scored, reading = validate(state, val_data)
+                metrics.update(scored, **state.budget.observe(epoch, reading))
                 runs.log_epoch_metrics(loop_config["tracking_uri"], loop_config["run_id"], metrics, epoch)
             end_epoch(state, epoch, metrics)
             if state.stop_reason:
@@ -463,18 +465,21 @@ def record_fed_rows(state: WorkerState, epoch: int, trained: RowTally, drawn: Ro
                  workers=state.world)
 
 
-def validate(state: WorkerState, val_data) -> dict:
-    """Rank 0 scores the whole (unsplit) validation set: exact metrics, no tail rows dropped."""
+def validate(state: WorkerState, val_data) -> tuple[dict, Reading]:
+    """Rank 0 scores the whole (unsplit) validation set: exact metrics, no tail rows dropped; and the fused
+    head's reading row by row, for the budget."""
     num_classes = len(state.spec.classes)
     streamed = val_data.iter_torch_batches(batch_size=VALIDATION_BATCH_ROWS, device=state.device)
     expand = WorkerTransforms(state.spec).expand
     batches = (expand(batch) for batch in within_deadline(streamed, stall_seconds(state.cfg)))
     outputs = ValidationOutputs.collect(state.evaluated_model, batches)
-    metrics = classification_metrics(outputs.labels, outputs.fused_predictions(), num_classes)
+    predicted = outputs.fused_predictions()
+    metrics = classification_metrics(outputs.labels, predicted, num_classes)
+    metrics["val_balanced_log_loss"] = balanced_log_loss(outputs.labels, outputs.logits)
     for m in outputs.head_logits:
         head = classification_metrics(*outputs.head_predictions(m), num_classes, prefix=f"val_head_{m}_")
         metrics.update({k: v for k, v in head.items() if not k.endswith("confusion_matrix")})
-    return metrics
+    return metrics, Reading.of(outputs.row_ids, outputs.labels, outputs.groups, predicted)
 
 
 def end_epoch(state: WorkerState, epoch: int, metrics: dict) -> None:
@@ -483,13 +488,21 @@ def end_epoch(state: WorkerState, epoch: int, metrics: dict) -> None:
         state.reporter.finish(
             f"[resmm] epoch {state.budget.epoch_label(epoch)} done in {state.epoch_seconds:.1f}s: "
             f"train_loss {metrics['train_loss']:.4f}, val_accuracy {metrics.get('val_accuracy', float('nan')):.4f}, "
-            f"val_balanced_accuracy {metrics.get('val_balanced_accuracy', float('nan')):.4f}, "
+            f"val_balanced_accuracy {metrics.get('val_balanced_accuracy', float('nan')):.4f} "
+            f"± {metrics.get('val_balanced_accuracy_se', float('nan')):.4f} "
+            f"(smoothed {metrics.get('val_smoothed_balanced_accuracy', float('nan')):.4f}), "
             f"{metrics['train_samples_per_s']:.0f} samples/s"
         )
-    # Every rank takes rank 0's validation score, so all of them stop at the same epoch.
-    own = metrics.get("val_balanced_accuracy", 0.0) if state.rank == 0 else 0.0
-    score = float(_global_sum([own], state.device)[0])
-    state.stop_reason = state.budget.stop_reason(epoch, score, time.perf_counter() - state.started)
+    # Rank 0 alone holds the readings: every rank takes its smoothed score and its decision, so all of them step
+    # the schedule alike and stop at the same epoch.
+    if state.rank == 0:
+        state.stop_reason = state.budget.stop_reason(epoch, time.perf_counter() - state.started)
+        own = [metrics.get(SELECTION_METRIC, 0.0), float(state.stop_reason is not None)]
+    else:
+        own = [0.0, 0.0]
+    score, stop = _global_sum(own, state.device).tolist()
+    if state.rank != 0 and stop:
+        state.stop_reason = "stopped with rank 0"
     if state.budget.until_converged:
         state.plateau.step(score)
     checkpoint = write_checkpoint(state, epoch, metrics) if state.rank == 0 else None

@@ -8,7 +8,8 @@ five times): the choice never rewards weights fitted to the rows that judge them
 
 A few hundred validation rows rank close candidates by noise, so the choice follows a one-standard-error rule
 (after Breiman et al. 1984): the best candidate replaces the fused head only when it beats it by more than one
-standard error of their paired difference over bootstrap resamples of the validation rows. On the stamps corpus
+standard error of their paired difference over bootstrap resamples of the validation split's groups
+(resmm/train/noise.py): rows of one group succeed or fail together, so resampling rows would understate the noise. On the stamps corpus
 the plain best-on-validation choice lost 1-2 points on the stamp-disjoint holdout in three runs of six
 (benchmarks/results/predictor-choice.md).
 """
@@ -19,27 +20,36 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from resmm.data.split import SPLIT_GROUP
 from resmm.models.predictor import FUSED_HEAD, Predictor
 from resmm.train.metrics import classification_metrics
+from resmm.train.noise import balanced_hits, group_weights
 
 FOLDS = 5
-BOOTSTRAP_RESAMPLES = 200
 
 
 @dataclass(frozen=True)
 class ValidationOutputs:
     """What the candidates are scored on, for every validation row: labels (N,), fused logits (N, C),
-    head logits per modality (N, C), presence per modality (N,)."""
+    head logits per modality (N, C), presence per modality (N,), row ids (N,) and split groups (N,)."""
 
     labels: np.ndarray
     logits: np.ndarray
     head_logits: dict[str, np.ndarray]
     present: dict[str, np.ndarray]
+    row_ids: np.ndarray | None = None  # None: 0..N-1
+    groups: np.ndarray | None = None  # rows of one group are resampled together (None: each row its own)
+
+    def __post_init__(self):
+        if self.row_ids is None:
+            object.__setattr__(self, "row_ids", np.arange(len(self.labels), dtype=np.int64))
+        if self.groups is None:
+            object.__setattr__(self, "groups", self.row_ids)
 
     @classmethod
     def collect(cls, model, batches) -> "ValidationOutputs":
         """Run `model` (a MultimodalResidualNet) over tensor batches once and keep every part's logits."""
-        labels, logits, heads, present = [], [], {}, {}
+        labels, logits, heads, present, row_ids, groups = [], [], {}, {}, [], []
         model.eval()
         with torch.no_grad():
             for batch in batches:
@@ -49,14 +59,21 @@ class ValidationOutputs:
                 for m, head in output.modality_logits.items():
                     heads.setdefault(m, []).append(head.float().cpu().numpy())
                     present.setdefault(m, []).append(batch[f"{m}_present"].float().cpu().numpy())
+                seen = sum(len(v) for v in labels[:-1])
+                ids = (batch["row_id"].cpu().numpy() if "row_id" in batch
+                       else np.arange(seen, seen + len(labels[-1]), dtype=np.int64))
+                row_ids.append(ids)
+                groups.append(batch[SPLIT_GROUP].cpu().numpy().astype(np.int64) if SPLIT_GROUP in batch else ids)
         if not labels:
-            return cls(np.zeros(0, np.int64), np.zeros((0, 0), np.float32), {}, {})
+            return cls(np.zeros(0, np.int64), np.zeros((0, 0), np.float32), {}, {}, np.zeros(0, np.int64),
+                       np.zeros(0, np.int64))
         return cls(np.concatenate(labels), np.concatenate(logits),
-                   {m: np.concatenate(v) for m, v in heads.items()}, {m: np.concatenate(v) for m, v in present.items()})
+                   {m: np.concatenate(v) for m, v in heads.items()}, {m: np.concatenate(v) for m, v in present.items()},
+                   np.concatenate(row_ids), np.concatenate(groups))
 
     def subset(self, rows: np.ndarray) -> "ValidationOutputs":
         return ValidationOutputs(self.labels[rows], self.logits[rows], {m: v[rows] for m, v in self.head_logits.items()},
-                                 {m: v[rows] for m, v in self.present.items()})
+                                 {m: v[rows] for m, v in self.present.items()}, self.row_ids[rows], self.groups[rows])
 
     def fused_predictions(self) -> np.ndarray:
         """(N,) the fused head's class index."""
@@ -120,8 +137,10 @@ def fold_of_rows(rows: int, folds: int = FOLDS, seed: int = 0) -> np.ndarray:
 
 
 def out_of_fold_predictions(outputs: ValidationOutputs, num_classes: int, seed: int) -> dict[str, np.ndarray]:
-    """{fitted candidate name: (N,) prediction of each row by weights fitted on the other folds}."""
-    fold = fold_of_rows(len(outputs.labels), seed=seed)
+    """{fitted candidate name: (N,) prediction of each row by weights fitted on the other folds (of groups)}."""
+    # Folds deal out groups, not rows: weights fitted on one row of a group would recognise its twin held out.
+    _, group_index = np.unique(outputs.groups, return_inverse=True)
+    fold = fold_of_rows(int(group_index.max(initial=-1)) + 1, seed=seed)[group_index]
     predicted: dict[str, np.ndarray] = {}
     for k in range(FOLDS):
         held = fold == k
@@ -133,28 +152,18 @@ def out_of_fold_predictions(outputs: ValidationOutputs, num_classes: int, seed: 
     return predicted
 
 
-def bootstrap_balanced_accuracy(labels: np.ndarray, predicted: np.ndarray, num_classes: int,
-                                weights: np.ndarray) -> np.ndarray:
-    """(R,) balanced accuracy under each of R resamples, given as (R, N) row counts (labelled rows only)."""
-    onehot = np.eye(num_classes)[labels]  # (N, C)
-    seen = weights @ onehot  # (R, C) rows of each class in each resample
-    hits = weights @ (onehot * (predicted == labels)[:, None])  # (R, C)
-    recall = np.where(seen > 0, hits / np.maximum(seen, 1), np.nan)
-    return np.nanmean(recall, axis=1)
-
-
-def one_standard_error_choice(labels: np.ndarray, predictions: list[np.ndarray], scores: list[float],
-                              num_classes: int, seed: int) -> int:
+def one_standard_error_choice(labels: np.ndarray, groups: np.ndarray, predictions: list[np.ndarray],
+                              scores: list[float], seed: int) -> int:
     """Index of the best candidate when it beats the fused head (index 0) by more than one bootstrap standard
-    error of their paired difference; else 0."""
+    error of their paired difference, resampling groups; else 0."""
     best = int(np.argmax(scores))
     if best == 0:
         return 0
     labelled = labels >= 0
-    labels = labels[labelled]
-    weights = np.random.default_rng(seed).poisson(1.0, (BOOTSTRAP_RESAMPLES, len(labels))).astype(np.float64)
-    difference = (bootstrap_balanced_accuracy(labels, predictions[best][labelled], num_classes, weights)
-                  - bootstrap_balanced_accuracy(labels, predictions[0][labelled], num_classes, weights))
+    labels, groups = labels[labelled], groups[labelled]
+    weights = group_weights(groups, seed)
+    difference = (balanced_hits(labels, (predictions[best][labelled] == labels).astype(np.float64), weights)
+                  - balanced_hits(labels, (predictions[0][labelled] == labels).astype(np.float64), weights))
     return best if scores[best] - scores[0] > np.nanstd(difference) else 0
 
 
@@ -189,6 +198,6 @@ def choose_predictor(outputs: ValidationOutputs, num_classes: int, seed: int = 0
         table.append({"candidate": candidate.name, "fused_weight": candidate.fused, "head_weights": candidate.heads,
                       "val_balanced_accuracy": metrics.get("balanced_accuracy", 0.0),
                       "val_accuracy": metrics.get("accuracy", 0.0), "scored_on": how})
-    chosen = one_standard_error_choice(outputs.labels, [p for _, p, _ in scored],
-                                       [row["val_balanced_accuracy"] for row in table], num_classes, seed)
+    chosen = one_standard_error_choice(outputs.labels, outputs.groups, [p for _, p, _ in scored],
+                                       [row["val_balanced_accuracy"] for row in table], seed)
     return PredictorChoice(scored[chosen][0], table)

@@ -74,3 +74,24 @@ def test_a_gain_within_one_standard_error_keeps_the_fused_head():
     scores = {row["candidate"]: row["val_balanced_accuracy"] for row in choice.table}
     assert max(scores.values()) > scores["fused"]
     assert choice.chosen.name == "fused"
+
+
+def test_a_gain_carried_by_a_few_groups_keeps_the_fused_head_where_rows_alone_would_not():
+    """20-row groups (one object's photos): a head right on two whole groups the fused head gets wrong and wrong
+    on one it gets right. Counted by rows, 20 net rows of 60 discordant clear one standard error; counted by
+    groups, one net group of three does not."""
+    base = outputs(rows=400, fused_noise=0.0)  # the fused head right on every row
+    groups = np.arange(400) // 20
+    labels = base.labels.copy()
+    for g in (0, 1):  # the fused head wrong on groups 0 and 1, the image head right there
+        labels[groups == g] = (base.logits[groups == g].argmax(1) + 1) % CLASSES
+    image = np.eye(CLASSES, dtype=np.float32)[labels] * 100
+    image[groups == 2] = np.roll(image[groups == 2], 1, axis=1)  # ... and wrong on group 2
+    present = {m: np.ones(400, np.float32) for m in ("image", "text")}
+    heads = {"image": image, "text": base.logits.copy()}
+    by_rows = choose_predictor(ValidationOutputs(labels, base.logits, heads, present), CLASSES)
+    by_groups = choose_predictor(ValidationOutputs(labels, base.logits, heads, present, None, groups), CLASSES)
+    scores = {row["candidate"]: row["val_balanced_accuracy"] for row in by_groups.table}
+    assert scores["head:image"] == max(scores.values()) and scores["head:image"] > scores["fused"] + 0.03
+    assert by_rows.chosen.name == "head:image"
+    assert by_groups.chosen.name == "fused"
