@@ -40,6 +40,7 @@ def run_grid(grid: list[dict], base_config: str | None, base_overrides: list[str
             "fusion": cfg.model.fusion if len(cfg.model.modalities) > 1 else "-",
             "val_accuracy": summary["metrics"].get("val_accuracy"),
             "val_balanced_accuracy": summary["metrics"].get("val_balanced_accuracy"),
+            "val_balanced_accuracy_se": (summary.get("selection") or {}).get("val_balanced_accuracy_se"),
             "val_macro_f1": summary["metrics"].get("val_macro_f1"),
             **predictor_columns(summary.get("predictor") or {}),
             "robustness_mean_pattern_accuracy": mean_pattern_accuracy(summary["robustness"]),
@@ -116,12 +117,17 @@ def _number(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _with_error(value, standard_error) -> str:
+    """A reading with its bootstrap standard error where the run measured one."""
+    return _number(value) + (f" ± {standard_error:.4f}" if standard_error is not None and value is not None else "")
+
+
 def _scored(name, value) -> str:
     return "-" if name is None else f"{_number(value)} ({name})"
 
 
 def markdown_table(rows: list[dict]) -> str:
-    header = ("| setting | modalities | fusion | balanced acc (fused head) | chosen predictor | best single head | "
+    header = ("| setting | modalities | fusion | balanced acc (fused head) ± SE | chosen predictor | best single head | "
               "macro-F1 | accuracy | robustness (mean over patterns) | acc, 50% of one modality missing ("
               + " / ".join(MODALITIES) + ") | wall s |")
     lines = [header, "|" + "---|" * 11]
@@ -129,7 +135,8 @@ def markdown_table(rows: list[dict]) -> str:
         half = (row["robustness"] or {}).get("missing_rate", {})
         missing = " / ".join(f"{half[m]['0.5']:.3f}" if m in half else "-" for m in MODALITIES)
         lines.append(
-            f"| {row['name']} | {row['modalities']} | {row['fusion']} | {_number(row['val_balanced_accuracy'])} | "
+            f"| {row['name']} | {row['modalities']} | {row['fusion']} | "
+            f"{_with_error(row['val_balanced_accuracy'], row.get('val_balanced_accuracy_se'))} | "
             f"{_scored(row.get('predictor'), row.get('predictor_val_balanced_accuracy'))} | "
             f"{_scored(row.get('best_head'), row.get('best_head_val_balanced_accuracy'))} | "
             f"{_number(row['val_macro_f1'])} | {_number(row['val_accuracy'])} | "

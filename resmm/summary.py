@@ -121,8 +121,9 @@ def predictor_rows(predictor: dict) -> list[tuple[str, str]]:
     for row in predictor.get("candidates", []):
         weights = " ".join(f"{m}:{w:.4g}" for m, w in row["head_weights"].items() if w)
         detail = f"fused:{row['fused_weight']:.4g} {weights}".strip()
+        noise = f"; ± {row['se_vs_fused']:.4f} vs fused" if row.get("se_vs_fused") else ""
         rows.append((f"  val balanced acc {row['candidate']}",
-                     f"{_score(row['val_balanced_accuracy'])}  ({detail}; {row['scored_on']})"
+                     f"{_score(row['val_balanced_accuracy'])}  ({detail}; {row['scored_on']}{noise})"
                      + ("  <- chosen" if row["candidate"] == chosen else "")))
     return rows
 

@@ -31,5 +31,7 @@ def test_table_shows_the_reference_beside_resmm_with_dashes_for_what_it_lacks():
                         "0.7000 | 0.600 / 0.500 / - | 12 |")
     assert lines[3] == "| reference: image CNN | image | - | 0.5000 | - | - | 0.4000 | 0.4500 | - | - / - / - | 3 |"
     assert "| 0.5500 | - / - / - |" in lines[4]
+    with_error = markdown_table([{**resmm_row, "val_balanced_accuracy_se": 0.0312}]).splitlines()[2]
+    assert with_error.startswith("| mrn | image+text | mrn | 0.9000 ± 0.0312 | 0.9500 (late:skill) |")
     assert "image 0.4200" in "\n".join(lines)  # the unimodal score on every validation row, in the note
     assert "| image+text | 9 | 0.6000 | 0.6000 | 0.6000 |" in lines

@@ -5,6 +5,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -76,8 +77,9 @@ def validation_curve_figure(curves: dict, best_epoch: int, title: str):
               label="smoothed (the stop rule and the checkpoint read this)")
     axis.axvline(best_epoch + 1, color="grey", linestyle="--", label=f"registered epoch {best_epoch + 1}")
     axis.set_xlabel("epoch")
+    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     axis.set_ylabel("val balanced accuracy")
-    axis.set_title(title, fontsize=9)
+    axis.set_title(title, fontsize=9, wrap=True)
     axis.legend(fontsize=8)
     figure.tight_layout()
     return figure

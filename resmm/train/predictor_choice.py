@@ -152,19 +152,23 @@ def out_of_fold_predictions(outputs: ValidationOutputs, num_classes: int, seed: 
     return predicted
 
 
-def one_standard_error_choice(labels: np.ndarray, groups: np.ndarray, predictions: list[np.ndarray],
-                              scores: list[float], seed: int) -> int:
-    """Index of the best candidate when it beats the fused head (index 0) by more than one bootstrap standard
-    error of their paired difference, resampling groups; else 0."""
-    best = int(np.argmax(scores))
-    if best == 0:
-        return 0
+def paired_standard_errors(labels: np.ndarray, groups: np.ndarray, predictions: list[np.ndarray],
+                           seed: int) -> list[float]:
+    """For each candidate, the bootstrap standard error of its balanced accuracy minus the fused head's (index 0)
+    on the same rows, resampling groups (0.0 for the fused head itself)."""
     labelled = labels >= 0
     labels, groups = labels[labelled], groups[labelled]
     weights = group_weights(groups, seed)
-    difference = (balanced_hits(labels, (predictions[best][labelled] == labels).astype(np.float64), weights)
-                  - balanced_hits(labels, (predictions[0][labelled] == labels).astype(np.float64), weights))
-    return best if scores[best] - scores[0] > np.nanstd(difference) else 0
+    fused = balanced_hits(labels, (predictions[0][labelled] == labels).astype(np.float64), weights)
+    return [float(np.nanstd(balanced_hits(labels, (p[labelled] == labels).astype(np.float64), weights) - fused))
+            for p in predictions]
+
+
+def one_standard_error_choice(scores: list[float], standard_errors: list[float]) -> int:
+    """Index of the best candidate when it beats the fused head (index 0) by more than one standard error of
+    their paired difference; else 0."""
+    best = int(np.argmax(scores))
+    return best if best != 0 and scores[best] - scores[0] > standard_errors[best] else 0
 
 
 def candidate_predictor(row: dict) -> Predictor:
@@ -175,7 +179,8 @@ def candidate_predictor(row: dict) -> Predictor:
 @dataclass(frozen=True)
 class PredictorChoice:
     chosen: Predictor
-    table: list[dict]  # one row per candidate: name, weights, val balanced accuracy and accuracy, how scored
+    table: list[dict]  # one row per candidate: name, weights, val balanced accuracy and accuracy, the standard
+    # error of its difference from the fused head, how scored
 
     def as_summary(self) -> dict:
         return {"chosen": self.chosen.as_dict(), "candidates": self.table}
@@ -192,12 +197,12 @@ def choose_predictor(outputs: ValidationOutputs, num_classes: int, seed: int = 0
     out_of_fold = out_of_fold_predictions(outputs, num_classes, seed)
     for candidate in fitted_candidates(outputs, num_classes):
         scored.append((candidate, out_of_fold[candidate.name], f"{FOLDS}-fold out of fold"))
+    standard_errors = paired_standard_errors(outputs.labels, outputs.groups, [p for _, p, _ in scored], seed)
     table = []
-    for candidate, predicted, how in scored:
+    for (candidate, predicted, how), se in zip(scored, standard_errors):
         metrics = classification_metrics(outputs.labels, predicted, num_classes, prefix="")
         table.append({"candidate": candidate.name, "fused_weight": candidate.fused, "head_weights": candidate.heads,
                       "val_balanced_accuracy": metrics.get("balanced_accuracy", 0.0),
-                      "val_accuracy": metrics.get("accuracy", 0.0), "scored_on": how})
-    chosen = one_standard_error_choice(outputs.labels, outputs.groups, [p for _, p, _ in scored],
-                                       [row["val_balanced_accuracy"] for row in table], seed)
+                      "val_accuracy": metrics.get("accuracy", 0.0), "se_vs_fused": se, "scored_on": how})
+    chosen = one_standard_error_choice([row["val_balanced_accuracy"] for row in table], standard_errors)
     return PredictorChoice(scored[chosen][0], table)

@@ -164,8 +164,9 @@ def test_config_error_exits_2_with_one_line():
 
 
 def test_default_budget_stops_when_validation_stalls(ray_head, mlflow_server, demo_slice, tmp_path):
-    """No `train.epochs`: training runs until validation stops improving. A learning rate too small to move
-    the weights gives the same score every epoch, so the run must stop right after `patience` epochs."""
+    """No `train.epochs`: training runs until validation stops improving above its noise. A learning rate too
+    small to move the weights gives the same score every epoch, so with no floor of steps the run must stop right
+    after `patience` epochs; MLflow holds each epoch's reading with its error bar and the curve's plot."""
     import json
 
     from tests.e2e.conftest import submit_job
@@ -175,7 +176,7 @@ def test_default_budget_stops_when_validation_stalls(ray_head, mlflow_server, de
         ray_head,
         ["jobs/train.py", f"data.path={demo_slice}", "train.num_workers=1", "model.embed_dim=16", "model.norm=group",
          "train.lr=1e-9",
-         "train.patience=2", "train.max_epochs=8", f"train.storage_path={tmp_path / 'runs'}",
+         "train.patience=2", "train.min_steps=0", "train.max_epochs=8", f"train.storage_path={tmp_path / 'runs'}",
          "mlflow.experiment=e2e-budget", "mlflow.registered_model=resmm-budget", "--summary-json", str(summary_path)],
         env_vars={"MLFLOW_TRACKING_URI": mlflow_server},
     )
@@ -183,8 +184,14 @@ def test_default_budget_stops_when_validation_stalls(ray_head, mlflow_server, de
     summary = json.loads(summary_path.read_text())
     assert summary["epochs"] == 3
     # The stop reason and the summary count epochs alike: the best epoch is the registered checkpoint's.
-    assert summary["stop_reason"] == ("converged: no gain of 0.002 in val balanced accuracy since epoch 1 "
-                                      f"(2 epochs); best epoch {summary['best_epoch']}")
+    assert re.fullmatch(r"converged: no gain above the \d+\.\d-point noise in smoothed val balanced accuracy "
+                        rf"since epoch 1 \(2 epochs\); best epoch {summary['best_epoch']}", summary["stop_reason"])
+    # The same score every epoch, so the smoothed reading is that score; it carries a real error bar.
+    selection = summary["selection"]
+    assert selection["validation_rows"] > 0
+    assert 0 < selection["val_balanced_accuracy_se"] < 0.2 and 1 <= selection["validation_groups"] <= \
+        selection["validation_rows"]
+    assert selection["smoothed_balanced_accuracy"] == pytest.approx(selection["val_balanced_accuracy"], abs=0.01)
     assert "epoch 1/≤8:" in completed.stdout and "epoch 4/≤8" not in completed.stdout
     # The recipe `auto` chose is in the summary and the run's params; the stop reason is a run tag.
     assert summary["recipe"]["loss"] == "logit_adjusted" and summary["recipe"]["imbalance_ratio"] >= 3
@@ -192,3 +199,9 @@ def test_default_budget_stops_when_validation_stalls(ray_head, mlflow_server, de
     assert run.data.params["recipe.loss"] == "logit_adjusted" and run.data.params["train.loss"] == "auto"
     assert run.data.tags["resmm.stop_reason"] == summary["stop_reason"]
     assert run.data.metrics["train/epochs_run"] == 3
+    client = MlflowClient(mlflow_server)
+    for name in ("val/balanced_accuracy_se", "val/smoothed_balanced_accuracy", "val/gain_threshold", "val/groups",
+                 "val/balanced_log_loss"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [0, 1, 2], name
+    assert "validation_curve.png" in {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id,
+                                                                                                "plots")}
