@@ -166,7 +166,7 @@ def per_shard(stage, shards, **kwargs) -> ray.data.Dataset:
         stage, batch_size=1, batch_format="numpy", fn_kwargs={"shards": shards, **kwargs})
 
 
-def hand_out(row_hashes: np.ndarray | None, labels: list, buckets: np.ndarray, pattern: np.ndarray,
+def hand_out(row_hashes: np.ndarray | None, labels: list, buckets: np.ndarray | None, pattern: np.ndarray,
              compact: dict, *, spec: PreprocessSpec, quarantined: np.ndarray, validation: bool | None,
              val_fraction: float) -> dict:
     """What both training streams hand the worker from a slice of rows, read from an entry or just decoded: the
@@ -188,7 +188,7 @@ def hand_out(row_hashes: np.ndarray | None, labels: list, buckets: np.ndarray, p
     out["label"] = BatchPreprocessor(spec).label_indices(labels if every else [v for v, k in zip(labels, keep) if k])
     if row_hashes is not None:  # the training feed draws a row's copies from its id
         out["row_id"] = (row_hashes if every else row_hashes[keep]).view(np.int64)
-    if validation is not False:
+    if validation is not False and buckets is not None:
         out[SPLIT_GROUP] = (buckets if every else buckets[keep]).astype(np.int64)
     return out
 
@@ -197,7 +197,7 @@ def unpack_entries(table: pa.Table, *, spec: PreprocessSpec, layout: Layout, qua
                    validation: bool | None = None, val_fraction: float = 0.0) -> dict:
     """map_batches stage over entry blocks: hand_out of the stored rows."""
     row_hashes = table.column(ROW_HASH).to_numpy() if ROW_HASH in table.column_names else None
-    buckets = table.column("split_bucket").to_numpy()
+    buckets = table.column("split_bucket").to_numpy() if "split_bucket" in table.column_names else None
     return hand_out(row_hashes, table.column("label").to_pylist(), buckets, table.column("pattern").to_numpy(),
                     {m: column_array(table.column(m), *layout.shapes[m]) for m in spec.modalities}, spec=spec,
                     quarantined=quarantined, validation=validation, val_fraction=val_fraction)
