@@ -19,6 +19,9 @@ from resmm.train.progress import drawn, start_board
 # $RESMM_FED_ROWS_DIR: where the workers write every row's drawn and trained copies per epoch (an audit; the
 # mid-epoch resume tests read it). Read on the driver, so that it reaches workers on any node.
 FED_ROWS_DIR_ENV = "RESMM_FED_ROWS_DIR"
+# $RESMM_KEEP_CHECKPOINTS=1: keep every epoch's checkpoint, not the best two, so that a benchmark can score each
+# epoch on data no choice saw and replay the selection rules on the same run (benchmarks/selection_rules.py).
+KEEP_CHECKPOINTS_ENV = "RESMM_KEEP_CHECKPOINTS"
 
 
 @dataclass
@@ -103,7 +106,8 @@ def fit(
             name=run_name,
             storage_path=storage_uri(cfg.train.storage_path),
             checkpoint_config=CheckpointConfig(
-                num_to_keep=2, checkpoint_score_attribute=SELECTION_METRIC, checkpoint_score_order="max"
+                num_to_keep=None if os.environ.get(KEEP_CHECKPOINTS_ENV) == "1" else 2,
+                checkpoint_score_attribute=SELECTION_METRIC, checkpoint_score_order="max"
             ),
             failure_config=FailureConfig(max_failures=cfg.train.max_failures),
         ),
