@@ -163,9 +163,24 @@ class Budget:
         self.gain_reading = Reading.from_state(state["gain_reading"]) if state.get("gain_reading") else None
 
 
+def plain_patience_rule(scores: list[float], patience: int = 4, min_delta: float = 0.002) -> tuple[int, int]:
+    """The rule this budget replaced, kept as the reference that tests and benchmarks/selection_rules.py replay:
+    (epochs run, registered epoch) on raw readings, patience counted from the last reading above the previous
+    gain by min_delta, the best raw reading registered (the latest of equal ones)."""
+    best, best_epoch, gain, gain_epoch = -math.inf, -1, -math.inf, -1
+    for epoch, score in enumerate(scores):
+        if score >= best:
+            best, best_epoch = score, epoch
+        if score > gain + (min_delta if gain_epoch >= 0 else 0.0):
+            gain, gain_epoch = score, epoch
+        if epoch - gain_epoch >= patience:
+            return epoch + 1, best_epoch
+    return len(scores), best_epoch
+
+
 def warmup_factor(step: int, warmup_steps: int) -> float:
     """Linear warm-up of the learning rate from 10% over the first `warmup_steps` steps."""
     return 1.0 if step >= warmup_steps else 0.1 + 0.9 * step / max(1, warmup_steps)
 
 
-__all__ = ["Budget", "Reading", "SMOOTHING_EPOCHS", "warmup_factor"]
+__all__ = ["Budget", "Reading", "SMOOTHING_EPOCHS", "plain_patience_rule", "warmup_factor"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from resmm.config import load_config
-from resmm.train.budget import Budget, Reading, warmup_factor
+from resmm.train.budget import Budget, Reading, plain_patience_rule, warmup_factor
 
 CLASSES = 4
 
@@ -140,27 +140,13 @@ def grouped_readings(seed: int, epochs: int = 30) -> list[Reading]:
     return readings
 
 
-def old_rule(scores: list[float], patience: int = 4, min_delta: float = 0.002) -> tuple[int, int]:
-    """The rule this budget replaced: (epochs run, registered epoch) on raw readings, patience from the last
-    reading above the previous gain by min_delta, the best raw reading registered."""
-    best, best_epoch, gain, gain_epoch = -math.inf, -1, -math.inf, -1
-    for epoch, score in enumerate(scores):
-        if score >= best:
-            best, best_epoch = score, epoch
-        if score > gain + (min_delta if gain_epoch >= 0 else 0.0):
-            gain, gain_epoch = score, epoch
-        if epoch - gain_epoch >= patience:
-            return epoch + 1, best_epoch
-    return len(scores), best_epoch
-
-
 def test_on_a_noisy_grouped_split_the_old_rule_stops_early_and_the_noise_aware_one_does_not():
     from resmm.train.noise import balanced_hits
 
     old_stops, old_quality, new_stops, new_quality = [], [], [], []
     for seed in range(12):
         readings = grouped_readings(seed)
-        stopped, registered = old_rule([balanced_hits(r.labels, r.hits) for r in readings])
+        stopped, registered = plain_patience_rule([balanced_hits(r.labels, r.hits) for r in readings])
         old_stops.append(stopped)
         old_quality.append(true_accuracy(registered))
         # 5,700 training rows at 64 a step: about 90 steps an epoch, as the issue's grouped corpus.
