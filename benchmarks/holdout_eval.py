@@ -28,7 +28,28 @@ def labels_by_id(data: str) -> dict[str, str]:
                                                    table.column("label").to_pylist())}
 
 
-def score(uri: str, data: str, truth: dict[str, str]) -> dict:
+def groups_by_id(data: str) -> dict[str, int]:
+    """Each row's group for the bootstrap: its split bucket (its group_id where it has one, else its sample_id)."""
+    from resmm.data.split import buckets_of, split_keys
+
+    table = pq.read_table(data)
+    ids = [str(i) for i in table.column("sample_id").to_pylist()]
+    return dict(zip(ids, buckets_of(split_keys(table, "group_id")).tolist()))
+
+
+def balanced_accuracy_se(y_true: list[str], y_pred: list[str], groups: list[int]) -> float:
+    """Bootstrap standard error of the balanced accuracy, resampling the holdout's groups."""
+    import numpy as np
+
+    from resmm.train.noise import standard_error
+
+    classes = {c: i for i, c in enumerate(sorted(set(y_true)))}
+    labels = np.array([classes[y] for y in y_true])
+    hits = np.array([t == p for t, p in zip(y_true, y_pred)], dtype=np.float64)
+    return standard_error(labels, hits, np.array(groups), seed=0)
+
+
+def score(uri: str, data: str, truth: dict[str, str], groups: dict[str, int]) -> dict:
     with tempfile.TemporaryDirectory() as out:
         subprocess.run([sys.executable, str(REPO_ROOT / "jobs" / "predict.py"), "--model-uri", uri,
                         "--input", data, "--output", out], check=True, cwd=REPO_ROOT, stdout=subprocess.DEVNULL)
@@ -37,6 +58,8 @@ def score(uri: str, data: str, truth: dict[str, str]) -> dict:
     y_pred = [str(p["predicted_label"]) for p in predicted]
     return {"model_uri": uri, "rows": len(y_true),
             "balanced_accuracy": balanced_accuracy_score(y_true, y_pred),
+            "balanced_accuracy_se": balanced_accuracy_se(y_true, y_pred, [groups[str(p["sample_id"])]
+                                                                            for p in predicted]),
             "accuracy": accuracy_score(y_true, y_pred),
             "macro_f1": f1_score(y_true, y_pred, average="macro")}
 
@@ -101,16 +124,17 @@ def main() -> int:
     parser.add_argument("--compare", nargs="*", type=Path, default=[], help="jobs/compare.py result JSON files")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "holdout.json")
     args = parser.parse_args()
-    truth = labels_by_id(args.data)
+    truth, groups = labels_by_id(args.data), groups_by_id(args.data)
     results = {}
-    print("| run | holdout balanced acc (served) | holdout acc | macro-F1 | val balanced acc (fused) | rows | "
+    print("| run | holdout balanced acc (served) ± SE over groups | holdout acc | macro-F1 | val balanced acc (fused) | rows | "
           "holdout balanced acc per candidate |\n|---|---|---|---|---|---|---|")
     for name, (uri, val_balanced, candidates) in registered_runs(args.summary, args.compare).items():
-        result = {**score(uri, args.data, truth), "val_balanced_accuracy": val_balanced,
+        result = {**score(uri, args.data, truth, groups), "val_balanced_accuracy": val_balanced,
                   "candidates": candidate_scores(uri, args.data, truth, candidates) if candidates else {}}
         results[name] = result
         per_candidate = ", ".join(f"{c} {v:.3f}" for c, v in result["candidates"].items())
-        print(f"| {name} | {result['balanced_accuracy']:.3f} | {result['accuracy']:.3f} | "
+        print(f"| {name} | {result['balanced_accuracy']:.3f} ± {result['balanced_accuracy_se']:.3f} | "
+              f"{result['accuracy']:.3f} | "
               f"{result['macro_f1']:.3f} | {result['val_balanced_accuracy']:.3f} | {result['rows']} | "
               f"{per_candidate} |", flush=True)
     args.out.write_text(json.dumps({"data": args.data, "runs": results}, indent=1) + "\n")
