@@ -10,8 +10,9 @@ the run's own validation split (rebuilt from `--train-data` by the same group ha
 each rule picks an epoch from the validation readings alone, as it would have during training:
 - `plain patience`: the rule resmm used before issue 41 (raw readings, patience 4, min_delta 0.002, the best raw
   reading registered);
-- `noise-aware`: today's default (resmm/train/budget.py: smoothed, gains above the bootstrap noise, a floor of
-  train.min_steps);
+- `noise-aware`: today's default (resmm/train/budget.py: gains above the bootstrap noise of a reading or of the
+  smoothed curve, a floor of train.min_steps, the latest checkpoint within the noise of the best reading);
+- `noise-aware stop, best reading`: the same stop, the best single reading registered;
 - `last epoch`: no selection, the last epoch the run trained;
 - `oracle`: the best epoch on the holdout (a bound, not a rule).
 The rules only see epochs the run trained, so a rule that would have trained longer is marked `truncated`.
@@ -67,6 +68,12 @@ def hits_of(served, frame, labels) -> tuple[np.ndarray, np.ndarray]:
     return outputs.labels, (outputs.fused_predictions() == outputs.labels).astype(np.float64)
 
 
+def _best(per_epoch: list[dict]) -> int:
+    """Index of the best raw reading, the latest of equal ones."""
+    scores = [row["val"] for row in per_epoch]
+    return max(range(len(scores)), key=lambda i: (scores[i], i))
+
+
 def _last_gain(per_epoch: list[dict], min_delta: float = 0.002) -> int:
     """The plain rule's last gain epoch (index), to tell a stop at the last epoch from running out of epochs."""
     gain, gain_epoch = -np.inf, -1
@@ -115,9 +122,11 @@ def main() -> int:
             break
     plain_stop, plain_best = plain_patience_rule([row["val"] for row in per_epoch])
     plain_stopped = plain_stop < len(epochs) or plain_stop - 1 - _last_gain(per_epoch) >= 4
+    trained = noise_stop or len(epochs)
     rules = {  # name: (epochs run, registered epoch index, truncated: it would have trained on)
         "plain patience": (plain_stop, plain_best, not plain_stopped),
-        "noise-aware": (noise_stop or len(epochs), budget.best_epoch, noise_stop is None),
+        "noise-aware": (trained, budget.best_epoch, noise_stop is None),
+        "noise-aware stop, best reading": (trained, _best(per_epoch[:trained]), noise_stop is None),
         "last epoch": (len(epochs), len(epochs) - 1, False),
         "oracle": (len(epochs), int(np.argmax([row["holdout"] for row in per_epoch])), False),
     }
@@ -129,6 +138,8 @@ def main() -> int:
         print(f"| {name} | {row['stopped_after']}{' (truncated)' if row['truncated'] else ''} | "
               f"{row['registered_epoch']} | {row['holdout']:.3f} ± {row['holdout_se']:.3f} |")
     if args.out:
+        np.savez(args.out.with_suffix(".npz"), hits=np.stack([r.hits for r in readings]), labels=readings[0].labels,
+                 groups=readings[0].groups, epochs=np.array(epochs))
         args.out.write_text(json.dumps({"summary": str(args.summary), "per_epoch": per_epoch, "rules": table},
                                        indent=1) + "\n")
     return 0

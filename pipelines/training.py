@@ -34,7 +34,7 @@ from resmm.tracking import lineage as lineage_dataset
 from resmm.tracking import plots, registry, runs
 from resmm.tracking.runs import TrackedRun
 from resmm.train.budget import SMOOTHING_EPOCHS, Budget
-from resmm.train.checkpoint import SELECTION_METRIC, STATE_FILE
+from resmm.train.checkpoint import STATE_FILE
 from resmm.train.driver import fit, storage_uri
 from resmm.train.recipe import Recipe, apply_recipe, choose_recipe
 from resmm.train.retrieval import flat_metrics, retrieval_recall
@@ -340,7 +340,8 @@ def train(run: TrackedRun, data: PreparedData, initial_weights: dict | None, pro
     run.log_figure(plots.confusion_matrix_figure(best["val_confusion_matrix"], data.classes),
                    "plots/confusion_matrix.png")
     curves = runs.epoch_metric_history(run.tracking_uri, run.run_id, ["val_balanced_accuracy",
-                                                                      "val_balanced_accuracy_se", SELECTION_METRIC])
+                                                                      "val_balanced_accuracy_se",
+                                                                      "val_smoothed_balanced_accuracy"])
     run.log_figure(plots.validation_curve_figure(curves, best["epoch"], stop_reason), "plots/validation_curve.png")
     state = torch.load(Path(outcome.best_checkpoint_path) / STATE_FILE, map_location="cpu", weights_only=True)
     return Trained(best, state["model"], worker, restarts, epochs_run, stop_reason)
@@ -453,10 +454,11 @@ def selection_protocol(cfg: Config, best: dict) -> dict:
     """Which protocol chose the epoch, the checkpoint and the predictor, and the best epoch's reading with its
     bootstrap standard error (the summary's `selection`)."""
     budget = (f"train.epochs={cfg.train.epochs}" if cfg.train.epochs is not None else
-              f"stop when the {SMOOTHING_EPOCHS}-epoch smoothed reading gains nothing above its bootstrap noise for "
+              f"stop when neither a reading nor the {SMOOTHING_EPOCHS}-epoch smoothed curve gains above its bootstrap "
+              "noise for "
               f"{cfg.train.patience} epochs, after at least {cfg.train.min_steps} steps")
-    return {"protocol": f"one validation split ({budget}; checkpoint by the smoothed reading; predictor by the "
-                        "one-standard-error rule), groups resampled by the bootstrap",
+    return {"protocol": f"one validation split ({budget}; the latest checkpoint within one standard error of the "
+                        "best reading; predictor by the one-standard-error rule), groups resampled by the bootstrap",
             "validation_rows": best.get("val_rows"), "validation_groups": best.get("val_groups"),
             "val_balanced_accuracy": best.get("val_balanced_accuracy"),
             "val_balanced_accuracy_se": best.get("val_balanced_accuracy_se"),

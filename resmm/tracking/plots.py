@@ -74,7 +74,7 @@ def validation_curve_figure(curves: dict, best_epoch: int, title: str):
     axis.errorbar([e + 1 for e in epochs], [raw[e] for e in epochs], yerr=[se.get(e, 0.0) for e in epochs],
                   fmt="o", capsize=3, alpha=0.7, label="reading ± 1 bootstrap SE (groups resampled)")
     axis.plot([e + 1 for e in sorted(smoothed)], [smoothed[e] for e in sorted(smoothed)], "-",
-              label="smoothed (the stop rule and the checkpoint read this)")
+              label="smoothed over 3 epochs (the stop rule reads it too)")
     axis.axvline(best_epoch + 1, color="grey", linestyle="--", label=f"registered epoch {best_epoch + 1}")
     axis.set_xlabel("epoch")
     axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))

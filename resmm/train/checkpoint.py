@@ -10,11 +10,13 @@ from pathlib import Path
 import ray.train
 import torch
 
+from resmm.train.budget import REGISTERED_ORDER
+
 STATE_FILE = "state.pt"
 METRICS_FILE = "metrics.json"
-# What Ray keeps checkpoints by, and the driver registers the best of: the smoothed reading (resmm/train/budget.py),
-# not the luckiest single one.
-SELECTION_METRIC = "val_smoothed_balanced_accuracy"
+# What Ray keeps checkpoints by, and the driver registers the highest of: the order in which the budget's rule
+# registered epochs (0 for an epoch it did not register).
+SELECTION_METRIC = REGISTERED_ORDER
 
 
 def save_checkpoint(model, optimizer, epoch: int, metrics: dict, schedule: dict) -> ray.train.Checkpoint:

@@ -497,7 +497,7 @@ def end_epoch(state: WorkerState, epoch: int, metrics: dict) -> None:
     # the schedule alike and stop at the same epoch.
     if state.rank == 0:
         state.stop_reason = state.budget.stop_reason(epoch, time.perf_counter() - state.started)
-        own = [metrics.get(SELECTION_METRIC, 0.0), float(state.stop_reason is not None)]
+        own = [metrics.get("val_smoothed_balanced_accuracy", 0.0), float(state.stop_reason is not None)]
     else:
         own = [0.0, 0.0]
     score, stop = _global_sum(own, state.device).tolist()

@@ -41,10 +41,42 @@ def test_default_budget_stops_after_patience_epochs_without_a_gain_above_the_noi
     # difference until the curve flattens at epoch 5 (index 4).
     epochs, reason = run(b, [nested_reading(a) for a in [0.3, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.9]])
     assert epochs == 8
-    match = re.fullmatch(r"converged: no gain above the (\d+\.\d)-point noise in smoothed val balanced accuracy "
+    match = re.fullmatch(r"converged: no gain above the (\d+\.\d)-point noise in val balanced accuracy "
                          r"since epoch 5 \(3 epochs\); best epoch 8", reason)
     assert match and 0.2 <= float(match.group(1)) <= 5.0, reason
     assert b.gain_epoch == 4 and b.best_epoch == 7 and b.best_score == pytest.approx(0.6)
+
+
+def test_a_reading_that_clearly_beats_every_earlier_one_is_a_gain_while_the_smoothed_curve_dips():
+    # Real epoch-to-epoch swings (as the demo's, larger than the sampling noise): 0.85, 0.70, 0.70 pull the
+    # smoothed curve down, then 0.95 beats every reading by far more than the noise and restarts the patience.
+    b = budget("train.patience=3", "train.min_steps=0")
+    for epoch, accuracy in enumerate([0.5, 0.85, 0.7, 0.7, 0.95]):
+        b.observe(epoch, nested_reading(accuracy))
+    assert b.gain_epoch == 4 and b.best_epoch == 4 and b.stop_reason(4, 0.0) is None
+
+
+def test_the_registered_epoch_is_the_latest_within_the_noise_of_the_best_reading():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(CLASSES), 50)
+    best = (rng.random(200) < 0.5).astype(np.float64)
+    ids = np.arange(200, dtype=np.int64)
+
+    def moved(lost: int, won: int = 0) -> Reading:  # the best reading, wrong on `lost` of its rows, right on `won`
+        hits = best.copy()
+        hits[np.flatnonzero(hits == 1)[:lost]] = 0.0
+        hits[np.flatnonzero(best == 0)[:won]] = 1.0
+        return Reading(ids, labels, ids, hits)
+
+    b = budget("train.min_steps=0")
+    registered = []
+    for epoch, reading in enumerate([moved(20), Reading(ids, labels, ids, best), moved(6, 4), moved(40)]):
+        order = b.observe(epoch, reading)["val_registered_order"]
+        registered.append(order)
+    # Epochs 1-2 each the best so far; epoch 3 churns 10 rows for a net loss of 2 of 200 (within one standard
+    # error of the paired difference): registered; epoch 4 loses 40 (far outside): not. Ray keeps the highest
+    # order, the driver registers it: epoch 3.
+    assert registered == [1.0, 2.0, 3.0, 0.0] and b.best_epoch == 2
 
 
 def test_floor_of_steps_keeps_training_through_a_flat_start_and_is_capped_at_half_the_epochs():
