@@ -106,8 +106,9 @@ class Budget:
         if not self.until_converged:
             return f"train.epochs={self.fixed_epochs}"
         cap = f"at most {self.max_epochs} epochs" + (f" or {self.max_seconds / 60:g} min" if self.max_seconds else "")
-        return (f"until smoothed val balanced accuracy stops rising above its noise (patience {self.patience}, "
-                f"at least {self.min_steps} steps, {cap}); set train.epochs=N for a fixed count")
+        return (f"until val balanced accuracy stops rising above its noise, read alone or smoothed over "
+                f"{SMOOTHING_EPOCHS} epochs (patience {self.patience}, at least {self.min_steps} steps, {cap}); "
+                "set train.epochs=N for a fixed count")
 
     def epoch_label(self, epoch: int) -> str:
         return f"{epoch + 1}/{self.epoch_cap}" if self.fixed_epochs is not None else f"{epoch + 1}/≤{self.epoch_cap}"
