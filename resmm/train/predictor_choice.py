@@ -23,7 +23,7 @@ import torch
 from resmm.data.split import SPLIT_GROUP
 from resmm.models.predictor import FUSED_HEAD, Predictor
 from resmm.train.metrics import classification_metrics
-from resmm.train.noise import balanced_hits, group_weights
+from resmm.train.noise import difference_standard_error
 
 FOLDS = 5
 
@@ -158,10 +158,8 @@ def paired_standard_errors(labels: np.ndarray, groups: np.ndarray, predictions: 
     on the same rows, resampling groups (0.0 for the fused head itself)."""
     labelled = labels >= 0
     labels, groups = labels[labelled], groups[labelled]
-    weights = group_weights(groups, seed)
-    fused = balanced_hits(labels, (predictions[0][labelled] == labels).astype(np.float64), weights)
-    return [float(np.nanstd(balanced_hits(labels, (p[labelled] == labels).astype(np.float64), weights) - fused))
-            for p in predictions]
+    hits = [(p[labelled] == labels).astype(np.float64) for p in predictions]
+    return [difference_standard_error(labels, h, hits[0], groups, seed) for h in hits]
 
 
 def one_standard_error_choice(scores: list[float], standard_errors: list[float]) -> int:
