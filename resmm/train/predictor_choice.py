@@ -50,6 +50,7 @@ class ValidationOutputs:
     def collect(cls, model, batches) -> "ValidationOutputs":
         """Run `model` (a MultimodalResidualNet) over tensor batches once and keep every part's logits."""
         labels, logits, heads, present, row_ids, groups = [], [], {}, {}, [], []
+        seen = 0  # rows collected so far: the ids of batches that carry none
         model.eval()
         with torch.no_grad():
             for batch in batches:
@@ -59,9 +60,9 @@ class ValidationOutputs:
                 for m, head in output.modality_logits.items():
                     heads.setdefault(m, []).append(head.float().cpu().numpy())
                     present.setdefault(m, []).append(batch[f"{m}_present"].float().cpu().numpy())
-                seen = sum(len(v) for v in labels[:-1])
                 ids = (batch["row_id"].cpu().numpy() if "row_id" in batch
                        else np.arange(seen, seen + len(labels[-1]), dtype=np.int64))
+                seen += len(labels[-1])
                 row_ids.append(ids)
                 groups.append(batch[SPLIT_GROUP].cpu().numpy().astype(np.int64) if SPLIT_GROUP in batch else ids)
         if not labels:
